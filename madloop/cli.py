@@ -1,0 +1,193 @@
+"""The ``madloop`` command line. Flags are the RunConfig's names with dashes (``--n-synth``); options
+of the chosen data source, model and algorithm are flags too (``--omega 3``, ``--k 8``,
+``--cov "2,1;1,2"``). Bad input: one line on stderr, exit code 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from madloop.config import COMPONENTS, PRESETS, _option_types, resolve
+from madloop.errors import MadloopError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Simulate self-consuming generative-model loops (MAD) and their remedies.")
+
+
+def parse_value(text: str) -> Any:
+    """A flag's value: JSON when it parses ("3", "true", "[1, 2]"), "a,b" a tuple, "a,b;c,d" a matrix."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if ";" in text:
+        return tuple(parse_value(row) if "," in row else (parse_value(row),) for row in text.split(";"))
+    if "," in text:
+        return tuple(parse_value(x.strip()) for x in text.split(",") if x.strip())
+    return text
+
+
+def parse_extra(args: list[str]) -> dict[str, Any]:
+    """``--name value`` / ``--name=value`` / ``--flag`` pairs that are not core flags."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--") or len(token) < 3:
+            raise MadloopError(f"unexpected argument '{token}'")
+        name, _, value = token[2:].partition("=")
+        if not _ and (i + 1 >= len(args) or args[i + 1].startswith("--")):
+            value = "true"
+        elif not _:
+            i += 1
+            value = args[i]
+        out[name.replace("-", "_")] = parse_value(value)
+        i += 1
+    return out
+
+
+def _options_help() -> str:
+    lines = ["Options of data sources, models and algorithms (give them as flags, e.g. --omega 3):"]
+    for kind, registry in COMPONENTS.items():
+        for name in registry.names():
+            fields = ", ".join(_option_types(registry[name]))
+            lines.append(f"  {kind} {name}: {fields or '(none)'}")
+    return "\n\n".join(lines)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_options_help())
+def run(
+    ctx: typer.Context,
+    loop: Optional[str] = typer.Option(None, help="fully_synthetic | augmentation | fresh"),
+    data: Optional[str] = typer.Option(None, help="real-data source: gaussian | mixture | file"),
+    model: Optional[str] = typer.Option(None, help="model family: gaussian | gmm | ..."),
+    algo: Optional[str] = typer.Option(None, help="training algorithm: standard | ..."),
+    n_real: Optional[int] = typer.Option(None, help="real points per generation (|D_r|)"),
+    n_synth: Optional[int] = typer.Option(None, help="synthetic points per generation (|S^t|)"),
+    accumulate: Optional[bool] = typer.Option(None, "--accumulate/--replace", help="keep all past synthetic sets"),
+    budget: Optional[int] = typer.Option(None, help="subsample accumulated synthetic data to this size"),
+    lam: Optional[float] = typer.Option(None, help="sampling bias lambda in (0, 1]; 1 = unbiased"),
+    gens: Optional[int] = typer.Option(None, help="generations T"),
+    runs: Optional[int] = typer.Option(None, help="Monte-Carlo runs R"),
+    seed: Optional[int] = typer.Option(None, help="root of every random stream"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated metric names"),
+    every: Optional[int] = typer.Option(None, help="compute metrics every k generations"),
+    n_eval: Optional[int] = typer.Option(None, help="generated points per run that metrics use"),
+    n_ref: Optional[int] = typer.Option(None, help="real reference points, shared by all runs"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a .toml or .json config file"),
+    preset: Optional[str] = typer.Option(None, help="a named preset (see `madloop presets`)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config (TOML) and stop"),
+    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers (results do not depend on it)"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<loop>-<model>-<algo>-<time>)"),
+    force: bool = typer.Option(False, "--force", help="replace a run already in --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory"),
+):
+    """Run a self-consuming loop and store its tidy table, summary and figure."""
+    from madloop.runner import execute
+
+    given = {k: v for k, v in dict(loop=loop, data=data, model=model, algo=algo, n_real=n_real, n_synth=n_synth,
+                                   accumulate=accumulate, budget=budget, lam=lam, gens=gens, runs=runs, seed=seed,
+                                   every=every, n_eval=n_eval, n_ref=n_ref).items() if v is not None}
+    if metrics is not None:
+        given["metrics"] = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    given.update(parse_extra(ctx.args))
+    cfg = resolve(given, preset=preset, config_file=config)
+    if dry_run:
+        typer.echo(cfg.to_toml(), nl=False)
+        return
+    typer.echo(f"madloop: {cfg.loop} loop, {cfg.model} model, {cfg.algo} training; {cfg.runs} runs x {cfg.gens} generations, jobs={jobs}", err=True)
+    result = _execute_with_progress(execute, cfg, out, jobs, force, progress)
+    from madloop.plots import headline_text, plot_runs
+
+    figures = plot_runs([result], result.path / "figures") if plot else []
+    typer.echo(f"results: {result.path}  (table.parquet, summary.csv, log.txt)")
+    for f in figures:
+        typer.echo(f"figure:  {f}")
+    typer.echo(headline_text(result.headline()))
+
+
+def _execute_with_progress(execute, cfg, out, jobs, force, progress):
+    if not progress:
+        return execute(cfg, out=out, jobs=jobs, force=force)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"{cfg.runs} runs: generations done", total=cfg.gens + 1)
+
+        def update(done: int, total: int) -> None:
+            # Parts are (chunk, generation) files: report generations finished by every chunk.
+            bar.update(task, completed=done * (cfg.gens + 1) // max(total, 1))
+
+        return execute(cfg, out=out, jobs=jobs, force=force, on_progress=update)
+
+
+@app.command()
+def plot(
+    run_dirs: List[Path] = typer.Argument(..., help="run directories to overlay"),
+    out: Path = typer.Option(Path("figures"), help="folder for the PNG and PDF"),
+    name: str = typer.Option("summary", help="file name without extension"),
+    labels: Optional[str] = typer.Option(None, help="comma-separated legend labels, one per run"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated metrics to show (default: all shared)"),
+):
+    """Metric and MAD ratio vs generation, with 95% CI bands, for one or more runs."""
+    from madloop.plots import plot_runs
+    from madloop.results import load
+
+    results = [load(p) for p in run_dirs]
+    label_list = [s.strip() for s in labels.split(",")] if labels else None
+    if label_list is not None and len(label_list) != len(results):
+        raise MadloopError(f"--labels gives {len(label_list)} labels for {len(results)} runs")
+    metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
+    for r in results:
+        missing = set(metric_list or []) - set(r.table.metric)
+        if missing:
+            raise MadloopError(f"{r.path} has no metric {', '.join(sorted(missing))}; it has {', '.join(sorted(set(r.table.metric)))}")
+    for p in plot_runs(results, out, label_list, metric_list, name):
+        typer.echo(str(p))
+
+
+@app.command()
+def presets():
+    """List the named presets and what each sets."""
+    for name, settings in PRESETS.items():
+        typer.echo(f"{name}: {json.dumps(settings) if settings else '(the defaults)'}")
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Bad flags as raised by typer (which now ships its own click) or by click itself."""
+    errors = [getattr(typer, "TyperException", None)]
+    try:
+        import click
+
+        errors.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(e for e in errors if e is not None)
+
+
+def main() -> None:
+    """Entry point: one line for every user error, exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except MadloopError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except _usage_errors() as err:
+        typer.echo(f"error: {getattr(err, 'format_message', err.__str__)()}", err=True)
+        sys.exit(2)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Real-data sources: a draw of n points per run from p_r, vectorised over runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from madloop.models.gaussian import psd_sqrt
+from madloop.registry import DATA
+from madloop.rng import RunRNG
+from madloop.samples import Samples
+
+register = DATA.register
+
+
+@register("gaussian")
+@dataclass(frozen=True)
+class GaussianData:
+    """p_r = N(mean, cov) in any dimension; the default is SPEC E1's 2D Gaussian."""
+
+    mean: tuple[float, ...] = (0.0, 0.0)
+    cov: tuple[tuple[float, ...], ...] = ((2.0, 1.0), (1.0, 2.0))
+
+    def __post_init__(self):
+        mean, cov = np.asarray(self.mean, float), np.asarray(self.cov, float)
+        d = mean.shape[0] if mean.ndim == 1 else -1
+        if mean.ndim != 1 or cov.shape != (d, d):
+            raise ValueError(f"gaussian data needs a mean of length d and a d x d cov, got {mean.shape} and {cov.shape}")
+        if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
+            raise ValueError("gaussian data needs a symmetric positive-definite cov")
+
+    @property
+    def truth(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.mean, float), np.asarray(self.cov, float)
+
+    def sample(self, n: int, rng: RunRNG) -> Samples:
+        mean, cov = self.truth
+        return Samples(mean + rng.standard_normal(n, len(mean)) @ psd_sqrt(cov).T)
+
+
+@register("mixture")
+@dataclass(frozen=True)
+class MixtureData:
+    """A Gaussian mixture with isotropic components of standard deviation ``std``.
+
+    ``layout="ring"``: k means evenly spaced on a circle of radius ``radius``; ``layout="grid"``: a
+    sqrt(k) x sqrt(k) grid spanning [-radius, radius]^2; ``means``: custom means (any dimension),
+    which override the layout. ``weights`` default to equal.
+    """
+
+    layout: str = "ring"
+    k: int = 8
+    radius: float = 4.0
+    std: float = 0.5
+    means: tuple[tuple[float, ...], ...] | None = None
+    weights: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.means is None and self.layout not in ("ring", "grid"):
+            raise ValueError(f"mixture layout must be 'ring' or 'grid', got '{self.layout}'")
+        if self.means is None and self.layout == "grid" and round(self.k**0.5) ** 2 != self.k:
+            raise ValueError(f"a grid mixture needs a square number of components, got k={self.k}")
+        if self.std <= 0 or self.k < 1:
+            raise ValueError("mixture needs std > 0 and k >= 1")
+        w = self.component_weights
+        if len(w) != len(self.component_means) or (w < 0).any() or not np.isclose(w.sum(), 1.0):
+            raise ValueError("mixture weights must be one non-negative number per component, summing to 1")
+
+    @property
+    def component_means(self) -> np.ndarray:
+        if self.means is not None:
+            return np.asarray(self.means, float)
+        if self.layout == "ring":
+            angle = 2 * np.pi * np.arange(self.k) / self.k
+            return self.radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+        side = np.linspace(-self.radius, self.radius, round(self.k**0.5))
+        return np.stack(np.meshgrid(side, side, indexing="ij"), axis=-1).reshape(-1, 2)
+
+    @property
+    def component_weights(self) -> np.ndarray:
+        k = len(self.component_means)
+        return np.full(k, 1.0 / k) if self.weights is None else np.asarray(self.weights, float)
+
+    def sample(self, n: int, rng: RunRNG) -> Samples:
+        means, cdf = self.component_means, np.cumsum(self.component_weights)
+        comp = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(cdf) - 1)
+        return Samples(means[comp] + self.std * rng.standard_normal(n, means.shape[1]))
+
+
+def read_points(path: str | Path) -> np.ndarray:
+    """An (N, d) float array from .npy, .npz (its only array, or the one named 'x') or .csv (header allowed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if len(z.files) != 1 and "x" not in z.files:
+                    raise ValueError(f"{path} holds arrays {z.files}: name the points 'x' or keep one array")
+                x = z["x"] if "x" in z.files else z[z.files[0]]
+        elif path.suffix == ".csv":
+            x = np.genfromtxt(path, delimiter=",", dtype=float)
+            if x.ndim == 2 and np.isnan(x[0]).all():  # a header row
+                x = x[1:]
+        else:
+            raise ValueError(f"data file {path} must end in .npy, .npz or .csv")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read points from {path}: {err}") from None
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
+        raise ValueError(f"{path} must hold a finite (N, d) array of at least 2 points, got shape {x.shape}")
+    return x
+
+
+@register("file")
+@dataclass(frozen=True)
+class FileData:
+    """A user point cloud; each run draws its n points without replacement from the N in the file."""
+
+    path: str = ""
+
+    def __post_init__(self):
+        if not self.path:
+            raise ValueError("data 'file' needs --path pointing to a .npy, .npz or .csv point cloud")
+        object.__setattr__(self, "_points", read_points(self.path))
+
+    @property
+    def size(self) -> int:
+        return len(self._points)
+
+    def sample(self, n: int, rng: RunRNG) -> Samples:
+        if n > self.size:
+            raise ValueError(f"cannot draw {n} points without replacement from the {self.size} in {self.path}")
+        return Samples(self._points[rng.permutations(self.size, n)])

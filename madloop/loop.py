@@ -1,0 +1,77 @@
+"""The self-consuming loop (SPEC section 1), one chunk of Monte-Carlo runs at a time.
+
+Generation t trains G^t = A(D^t) and draws the synthetic set S^t from it:
+
+    D^1 = D_r                                   (always real data only)
+    D^t = S^(t-1)                               fully synthetic
+    D^t = D_r + S^(t-1)                         synthetic augmentation (the same real set)
+    D^t = R^t + S^(t-1)                         fresh data (a new real draw each generation)
+
+With ``accumulate`` every S^1..S^(t-1) is kept instead of S^(t-1) alone, optionally subsampled to a
+fixed ``budget``. Synthetic sets are drawn with the sampling bias ``lam``; real data never is.
+Symbols: n_real = |D_r| = |R^t|, n_synth = |S^t|, lam = the paper's lambda.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from madloop.registry import Registry
+from madloop.rng import Streams
+from madloop.samples import Samples
+
+LOOPS: Registry = Registry("loop")
+
+
+@LOOPS.register("fully_synthetic")
+def fully_synthetic(real: Samples, synth: Samples, fresh_real: Callable[[], Samples]) -> Samples:
+    return synth
+
+
+@LOOPS.register("augmentation")
+def augmentation(real: Samples, synth: Samples, fresh_real: Callable[[], Samples]) -> Samples:
+    return Samples.concat([real, synth])
+
+
+@LOOPS.register("fresh")
+def fresh(real: Samples, synth: Samples, fresh_real: Callable[[], Samples]) -> Samples:
+    return Samples.concat([fresh_real(), synth])
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What generation t of a chunk produced: its training-set size, model G^t and synthetic set S^t."""
+
+    gen: int
+    n_train: int
+    model: Any
+    synth: Samples
+
+
+def generations(cfg, parts, runs: range) -> Iterator[Generation]:
+    """Yield generations 1..cfg.gens of the loop for a chunk of runs.
+
+    ``cfg`` is a RunConfig; ``parts`` its resolved components (data source, model spec, algorithm).
+    Every random stream is keyed by (seed, run block, generation, role), so a chunk's results do not
+    depend on the other chunks.
+    """
+    streams = Streams(cfg.seed, runs)
+    loop = LOOPS[cfg.loop]
+    real = parts.data.sample(cfg.n_real, streams.at(0, "real"))
+    kept: list[Samples] = []  # the synthetic sets the next generation may train on
+    model = None
+    for t in range(1, cfg.gens + 1):
+        # Training set D^t.
+        if t == 1:
+            train = real
+        else:
+            synth = Samples.concat(kept)
+            if cfg.budget is not None and synth.n > cfg.budget:
+                synth = synth.take(streams.at(t, "budget").permutations(synth.n, cfg.budget))
+            train = loop(real, synth, lambda: parts.data.sample(cfg.n_real, streams.at(t, "real")))
+        # G^t = A(D^t), then S^t with sampling bias lam.
+        model = parts.algo.train(parts.model, train, streams.at(t, "train"), model)
+        synth_t = model.sample(cfg.n_synth, streams.at(t, "synth"), cfg.lam)
+        kept = kept + [synth_t] if cfg.accumulate else [synth_t]
+        yield Generation(t, train.n, model, synth_t)

@@ -1,0 +1,154 @@
+"""Distances between each run's generated samples and a fixed real reference sample.
+
+A metric maps an ``Evaluation`` (samples of a chunk of runs, the reference, the fitted model) to one
+value per run. Users add their own with ``@madloop.metric("name")`` on a plain function
+``f(samples (n, d), reference (m, d)) -> float``; vectorised metrics take the whole ``Evaluation``.
+
+W2 below is the 2-Wasserstein distance itself (not its square).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import ot
+
+from madloop.models.gaussian import moments
+from madloop.registry import METRICS
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a metric sees for one generation of a chunk of runs."""
+
+    samples: np.ndarray  # (runs, n, *item_shape)
+    reference: np.ndarray  # (m, *item_shape), shared by all runs
+    model: Any = None  # the fitted model (None for the real-data floor at generation 0)
+    rng: np.random.Generator | None = None  # shared stream for randomised metrics (projections)
+    threads: int = 1
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.samples.reshape(*self.samples.shape[:2], -1)
+
+    @property
+    def reference_points(self) -> np.ndarray:
+        return self.reference.reshape(len(self.reference), -1)
+
+
+def register(name: str, *, batched: bool = False, model: bool = False, replace: bool = False):
+    """Register a metric.
+
+    By default ``fn(samples, reference) -> float`` is called once per run. ``batched=True``: ``fn(ev)``
+    gets the ``Evaluation`` and returns one value per run. ``model=True`` marks a metric of the fitted
+    model, which has no value for the real-data floor (generation 0).
+    """
+
+    def add(fn: Callable) -> Callable:
+        metric = fn if batched else _per_run(fn)
+        metric.needs_model = model
+        METRICS.register(name, replace=replace)(metric)
+        return fn
+
+    return add
+
+
+def _per_run(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[Evaluation], np.ndarray]:
+    def batched(ev: Evaluation) -> np.ndarray:
+        return np.array([float(fn(x, ev.reference)) for x in ev.samples])
+
+    batched.__name__ = getattr(fn, "__name__", "metric")
+    return batched
+
+
+def w2_exact(x: np.ndarray, y: np.ndarray) -> float:
+    """Exact W2 between two empirical point clouds with uniform weights (POT emd2, squared Euclidean cost)."""
+    a, b = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
+    return float(np.sqrt(max(ot.emd2(a, b, ot.dist(x, y, metric="sqeuclidean"), numItermax=10**7), 0.0)))
+
+
+@register("w2", batched=True)
+def w2(ev: Evaluation) -> np.ndarray:
+    """Exact empirical W2, one optimal-transport problem per run (POT releases the GIL: threads help)."""
+    y = ev.reference_points
+    with ThreadPoolExecutor(ev.threads) as pool:
+        return np.array(list(pool.map(lambda x: w2_exact(x, y), ev.points)))
+
+
+def w2_1d_squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Exact squared W2 between 1D empirical measures along the last-but-one axis (sizes may differ).
+
+    x: (..., n, L) and y: (m, L) sorted along their sample axis; returns (..., L). Both quantile
+    functions are constant between the merged breakpoints {i/n} U {j/m}.
+    """
+    n, m = x.shape[-2], y.shape[-2]
+    u = np.union1d(np.arange(n + 1) / n, np.arange(m + 1) / m)
+    mid, width = (u[1:] + u[:-1]) / 2, np.diff(u)
+    ix, iy = np.minimum((mid * n).astype(int), n - 1), np.minimum((mid * m).astype(int), m - 1)
+    return np.einsum("k,...kl->...l", width, (x[..., ix, :] - y[iy, :]) ** 2)
+
+
+@register("sliced_w2", batched=True)
+def sliced_w2(ev: Evaluation, projections: int = 128) -> np.ndarray:
+    """Sliced W2: root-mean over random unit directions (shared by all runs) of the exact 1D W2^2."""
+    d = ev.points.shape[-1]
+    theta = ev.rng.standard_normal((d, projections))
+    theta /= np.linalg.norm(theta, axis=0, keepdims=True)
+    x = np.sort(ev.points @ theta, axis=1)
+    y = np.sort(ev.reference_points @ theta, axis=0)
+    return np.sqrt(w2_1d_squared(x, y).mean(-1))
+
+
+def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:
+    """Closed-form (Bures) W2 between N(mean1, cov1) stacked over runs and one N(mean2, cov2)."""
+    root2 = _sym_sqrt(cov2)
+    cross = np.linalg.eigvalsh(root2 @ cov1 @ root2)
+    bures = np.trace(cov1, axis1=-2, axis2=-1) + np.trace(cov2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum(-1)
+    return np.sqrt(np.clip(((mean1 - mean2) ** 2).sum(-1) + bures, 0, None))
+
+
+def _sym_sqrt(cov: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(cov)
+    return (v * np.sqrt(np.clip(w, 0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
+
+
+@register("gauss_w2", batched=True)
+def gauss_w2(ev: Evaluation) -> np.ndarray:
+    """W2 between Gaussian moment fits of each run's samples and of the reference."""
+    m1, c1 = moments(ev.points)
+    m2, c2 = moments(ev.reference_points[None])
+    return gaussian_w2(m1, c1, m2[0], c2[0])
+
+
+@register("mean_err", batched=True)
+def mean_err(ev: Evaluation) -> np.ndarray:
+    """Euclidean distance between the sample mean and the reference mean."""
+    return np.linalg.norm(ev.points.mean(1) - ev.reference_points.mean(0), axis=-1)
+
+
+@register("cov_err", batched=True)
+def cov_err(ev: Evaluation) -> np.ndarray:
+    """Frobenius distance between the sample covariance and the reference covariance."""
+    diff = moments(ev.points)[1] - moments(ev.reference_points[None])[1]
+    return np.linalg.norm(diff, axis=(-2, -1))
+
+
+def _model_moments(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    if not hasattr(ev.model, "moments"):
+        raise ValueError(f"this metric needs a model with moments(); {type(ev.model).__name__} has none")
+    return ev.model.moments()
+
+
+@register("model_trace", batched=True, model=True)
+def model_trace(ev: Evaluation) -> np.ndarray:
+    """Trace of the fitted model's covariance."""
+    return np.trace(_model_moments(ev)[1], axis1=-2, axis2=-1)
+
+
+@register("model_logdet", batched=True, model=True)
+def model_logdet(ev: Evaluation) -> np.ndarray:
+    """Log-determinant of the fitted model's covariance."""
+    return np.linalg.slogdet(_model_moments(ev)[1])[1]

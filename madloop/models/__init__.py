@@ -1,0 +1,9 @@
+"""Model families. Importing this package registers the built-in ones."""
+
+from madloop.models import gaussian, gmm  # noqa: F401  (registration)
+from madloop.models.base import Algorithm, Model, ModelSpec
+from madloop.registry import MODELS
+
+register = MODELS.register
+
+__all__ = ["Algorithm", "Model", "ModelSpec", "MODELS", "register"]

@@ -1,0 +1,39 @@
+"""What a model family and a training algorithm provide (structural protocols).
+
+A model *spec* holds hyperparameters and fits; a fitted *model* is a value that samples. Both act on a
+chunk of Monte-Carlo runs at once: a spec fits one model per run, in one vectorised pass where the
+family allows it.
+
+Optional capabilities, used when present:
+- ``model.moments() -> (mean (runs, d), cov (runs, d, d))``: enables the model-moment metrics.
+- ``spec.finetune(model, data, rng, budget) -> model``: a trained copy, the original unchanged (SIMS).
+- ``spec.guided(base, aux, omega) -> model``: samples with (1 + omega) s_base - omega s_aux (SIMS).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from madloop.rng import RunRNG
+from madloop.samples import Samples
+
+
+@runtime_checkable
+class Model(Protocol):
+    def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
+        """n samples per run; ``lam`` in (0, 1] is the sampling bias (1 = unbiased, SPEC section 2)."""
+        ...
+
+
+@runtime_checkable
+class ModelSpec(Protocol):
+    def fit(self, data: Samples, rng: RunRNG) -> Model:
+        """Train one model per run on that run's data."""
+        ...
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
+        """Generation t's model from its training set; ``previous`` is generation t-1's (None at t = 1)."""
+        ...

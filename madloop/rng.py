@@ -1,0 +1,112 @@
+"""Random streams keyed by (seed, block of runs, generation, role).
+
+Every random number in madloop comes from a NumPy ``SeedSequence`` whose spawn key names what it is
+for, never from global state, so a result does not depend on the order of work, the number of
+workers, how runs are chunked, or a resume.
+
+Runs are grouped in fixed blocks of ``RUNS_PER_BLOCK`` consecutive runs. A block's draws for one
+(generation, role) come from one generator, shaped ``(runs_in_block, ...)``; run ``r`` owns row
+``r % RUNS_PER_BLOCK`` of its block's draws. Work is split into chunks of whole blocks, so any
+chunking sees the same numbers. One generator per block (not per run) keeps the cost of making
+streams small even at a million runs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+RUNS_PER_BLOCK = 250
+SHARED = 0  # block slot of the streams that all runs share (the reference sample, projections)
+
+
+def role_id(role: str) -> int:
+    """A stable integer for a role name (the same on every machine and Python version)."""
+    return zlib.crc32(role.encode("utf-8"))
+
+
+def generator(seed: int, gen: int, role: str, block: int | None = None) -> np.random.Generator:
+    """The generator for one (seed, generation, role) and one block of runs, or the shared one."""
+    slot = SHARED if block is None else 1 + block
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(role_id(role), gen, slot)))
+
+
+def blocks(runs: range) -> list[range]:
+    """Split a range of runs into its stream blocks; the range must start on a block boundary."""
+    if runs.start % RUNS_PER_BLOCK:
+        raise ValueError(f"a chunk of runs must start on a multiple of {RUNS_PER_BLOCK}, got {runs.start}")
+    return [range(s, min(s + RUNS_PER_BLOCK, runs.stop)) for s in range(runs.start, runs.stop, RUNS_PER_BLOCK)]
+
+
+@dataclass(frozen=True)
+class RunRNG:
+    """Per-run random draws for a chunk of runs at one (generation, role).
+
+    Each draw method returns an array whose first axis is the run. ``rows`` selects runs inside the
+    chunk (used to replay one run's streams alone); by default all runs of the chunk are drawn.
+    """
+
+    seed: int
+    runs: range
+    gen: int
+    role: str
+    rows: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        gens = [generator(self.seed, self.gen, self.role, b.start // RUNS_PER_BLOCK) for b in blocks(self.runs)]
+        object.__setattr__(self, "_gens", gens)
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.runs) if self.rows is None else len(self.rows)
+
+    def child(self, role: str) -> "RunRNG":
+        """An independent stream for a sub-task of this one (same runs and generation)."""
+        return RunRNG(self.seed, self.runs, self.gen, f"{self.role}/{role}", self.rows)
+
+    def subset(self, rows: Sequence[int]) -> "RunRNG":
+        """The same streams restricted to some runs of the chunk (positions inside ``runs``)."""
+        return RunRNG(self.seed, self.runs, self.gen, self.role, tuple(int(r) for r in rows))
+
+    def _draw(self, fn, shape: tuple[int, ...]) -> np.ndarray:
+        parts = [fn(g, (len(b), *shape)) for g, b in zip(self._gens, blocks(self.runs))]
+        out = np.concatenate(parts, axis=0)
+        return out if self.rows is None else out[list(self.rows)]
+
+    def standard_normal(self, *shape: int, dtype=np.float64) -> np.ndarray:
+        return self._draw(lambda g, s: g.standard_normal(s, dtype=dtype), shape)
+
+    def random(self, *shape: int) -> np.ndarray:
+        return self._draw(lambda g, s: g.random(s), shape)
+
+    def integers(self, high: int, *shape: int) -> np.ndarray:
+        return self._draw(lambda g, s: g.integers(0, high, s), shape)
+
+    def chisquare(self, df, *shape: int) -> np.ndarray:
+        return self._draw(lambda g, s: g.chisquare(df, s), shape)
+
+    def permutations(self, n: int, k: int | None = None) -> np.ndarray:
+        """One random permutation of range(n) per run (first k entries if k is given): shape (runs, k)."""
+        order = np.argsort(self.random(n), axis=1, kind="stable")
+        return order if k is None else order[:, :k]
+
+    def seeds(self) -> np.ndarray:
+        """One 63-bit integer per run, for libraries that need their own seeded generator (torch)."""
+        return self._draw(lambda g, s: g.integers(0, 2**63 - 1, s, dtype=np.int64), ())
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The key tree of one run configuration, restricted to a chunk of runs."""
+
+    seed: int
+    runs: range
+
+    def at(self, gen: int, role: str) -> RunRNG:
+        return RunRNG(self.seed, self.runs, gen, role)
+
+    def shared(self, gen: int, role: str) -> np.random.Generator:
+        return generator(self.seed, gen, role)

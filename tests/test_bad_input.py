@@ -1,0 +1,92 @@
+"""Every bad input: one clear line on stderr, exit code 2, no traceback, nothing written."""
+
+import sys
+
+import pytest
+
+from madloop.cli import main
+
+
+def cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["madloop", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.err
+
+
+BAD = [
+    (["--loop", "spiral"], "unknown loop 'spiral'; choose from: augmentation, fresh, fully_synthetic"),
+    (["--model", "vae"], "unknown model 'vae'; choose from:"),
+    (["--data", "imagenet"], "unknown data source 'imagenet'; choose from:"),
+    (["--algo", "magic"], "unknown algorithm 'magic'; choose from:"),
+    (["--metrics", "w2,fid9"], "unknown metric 'fid9'; choose from:"),
+    (["--runs", "0"], "runs must be a positive integer, got 0"),
+    (["--gens", "-3"], "gens must be a positive integer, got -3"),
+    (["--n-synth", "0"], "n_synth must be a positive integer"),
+    (["--n-real", "0"], "n_real must be a positive integer"),
+    (["--lam", "0"], "lam must be in (0, 1], got 0.0"),
+    (["--lam", "1.2"], "lam must be in (0, 1], got 1.2"),
+    (["--runs", "many"], "Invalid value for '--runs'"),
+    (["--budget", "10"], "budget subsamples accumulated synthetic data: it needs accumulate"),
+    (["--omegaa", "3"], "option 'omegaa' is unknown here; valid options:"),
+    (["--model", "gmm", "--k", "two"], "option 'k' of model 'gmm' must be int, got 'two'"),
+    (["--cov", "1,2;3"], "data 'gaussian':"),
+    (["--preset", "nope"], "unknown preset 'nope'; choose from:"),
+    (["--config", "missing.toml"], "config file missing.toml does not exist"),
+    (["--data", "file", "--path", "nowhere.npy"], "data file nowhere.npy does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_flags(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli(monkeypatch, capsys, "run", *args, "--out", "out")
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("gens = ", "is malformed"),
+    ("gens = 3\nfrobnicate = 1\n", "option 'frobnicate' is unknown"),
+    ("[model_options]\nunbiased = 3\n", "option 'unbiased' of model 'gaussian' must be bool"),
+    ("[model_options]\nwidth = 3\n", "model 'gaussian' has no option width"),
+])
+def test_bad_config_files(monkeypatch, capsys, tmp_path, text, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(text)
+    code, err = cli(monkeypatch, capsys, "run", "--config", "c.toml", "--out", "out")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_run_is_not_overwritten_without_force(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--runs", "2", "--gens", "2", "--n-eval", "20", "--n-ref", "20", "--no-progress", "--no-plot"]
+    assert cli(monkeypatch, capsys, "run", *tiny, "--out", "out")[0] == 0
+    before = (tmp_path / "out" / "table.parquet").read_bytes()
+    code, err = cli(monkeypatch, capsys, "run", *tiny, "--seed", "4", "--out", "out")
+    assert code == 2 and "already holds a run" in err and "--force" in err
+    assert (tmp_path / "out" / "table.parquet").read_bytes() == before
+    assert cli(monkeypatch, capsys, "run", *tiny, "--seed", "4", "--out", "out", "--force")[0] == 0
+    assert (tmp_path / "out" / "table.parquet").read_bytes() != before
+
+
+def test_a_non_empty_folder_that_is_not_a_run_is_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis.tex").write_text("precious")
+    code, err = cli(monkeypatch, capsys, "run", "--out", "out")
+    assert code == 2 and "is not empty" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["thesis.tex"]
+
+
+def test_bad_run_directories_for_plot(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli(monkeypatch, capsys, "plot", "nowhere")
+    assert code == 2 and "not a madloop run directory" in err
+    (tmp_path / "newer").mkdir()
+    (tmp_path / "newer" / "config.json").write_text('{"format": 99, "config": {}}')
+    code, err = cli(monkeypatch, capsys, "plot", "newer")
+    assert code == 2 and "newer madloop" in err

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import madloop
+from madloop.rng import RUNS_PER_BLOCK
+
+VALUES = ["run", "gen", "metric", "value"]
+
+
+def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path, tiny):
+    a = madloop.run(out=tmp_path / "a", **tiny).table[VALUES]
+    b = madloop.run(out=tmp_path / "b", **tiny).table[VALUES]
+    c = madloop.run(out=tmp_path / "c", seed=1, **tiny).table[VALUES]
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.value, c.value)
+
+
+def test_worker_count_does_not_change_the_table(tmp_path):
+    settings = dict(runs=2 * RUNS_PER_BLOCK + 10, gens=3, n_real=20, n_synth=20, n_eval=30, n_ref=30,
+                    metrics=("w2", "sliced_w2", "gauss_w2"))
+    one = madloop.run(out=tmp_path / "one", jobs=1, **settings).table[VALUES]
+    two = madloop.run(out=tmp_path / "two", jobs=2, **settings).table[VALUES]
+    pd.testing.assert_frame_equal(one, two)
+
+
+def test_table_layout_and_summary(tmp_path, tiny):
+    result = madloop.run(out=tmp_path / "r", every=2, **tiny)
+    t = result.table
+    assert list(t.columns) == ["run", "gen", "metric", "value", "train_s", "eval_s"]
+    assert sorted(t.gen.unique()) == [0, 1, 3, 4]  # floor, every 2nd generation, and the last
+    assert len(t) == tiny["runs"] * 4 * 4
+    s = result.summary()
+    row = s[(s.metric == "w2") & (s.gen == 4)].iloc[0]
+    values = t[(t.metric == "w2") & (t.gen == 4)].value
+    assert row["mean"] == pytest.approx(values.mean())
+    assert row.ci_low < row["mean"] < row.ci_high
+    first = t[(t.metric == "w2") & (t.gen == 1)].value.mean()
+    assert row.mad_ratio == pytest.approx(values.mean() / first)
+    assert (tmp_path / "r" / "table.parquet").is_file() and (tmp_path / "r" / "summary.csv").is_file()
+    reloaded = madloop.load(tmp_path / "r")
+    pd.testing.assert_frame_equal(reloaded.table, t)
+    assert reloaded.config == result.config
+
+
+def test_collapse_shows_in_the_mad_ratio(tmp_path):
+    result = madloop.run(out=tmp_path / "r", loop="fully_synthetic", n_real=20, n_synth=20, gens=25, runs=300,
+                         metrics=("gauss_w2",), n_eval=200, n_ref=200)
+    headline = result.headline().set_index("metric").loc["gauss_w2"]
+    assert headline.mad_ratio - headline.mad_ratio_ci > 1.5
+    assert headline.convergence_ratio > 1.5
+
+
+def test_convergence_ratio_needs_generation_20(tmp_path, tiny):
+    result = madloop.run(out=tmp_path / "r", **tiny)
+    assert np.isnan(result.convergence_ratio("w2")[0])
+
+
+def test_a_killed_run_keeps_its_finished_generations(tmp_path, tiny):
+    from madloop import store
+
+    result = madloop.run(out=tmp_path / "r", **tiny)
+    # Rebuild the state a crash leaves: part files for the finished generations only, no final table.
+    (tmp_path / "r" / "table.parquet").unlink()
+    rows = result.table[result.table.gen <= 2]
+    for gen, df in rows.groupby("gen"):
+        store.append(tmp_path / "r", 0, int(gen), df)
+    partial = madloop.load(tmp_path / "r").table
+    pd.testing.assert_frame_equal(partial, rows.reset_index(drop=True))
