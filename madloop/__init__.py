@@ -16,11 +16,12 @@ from madloop.registry import ALGOS, DATA, METRICS, MODELS  # noqa: E402
 from madloop.results import Result, load  # noqa: E402
 from madloop.rng import RunRNG, Streams  # noqa: E402
 from madloop.runner import execute, run  # noqa: E402
+from madloop.sweep import sweep  # noqa: E402
 from madloop.samples import Samples  # noqa: E402
 
 metric = metrics.register
 
 __all__ = [
     "ALGOS", "DATA", "LOOPS", "METRICS", "MODELS", "PRESETS", "MadloopError", "Result", "RunConfig", "RunRNG",
-    "Samples", "Streams", "execute", "generations", "load", "metric", "resolve", "run",
+    "Samples", "Streams", "execute", "generations", "load", "metric", "resolve", "run", "sweep",
 ]

@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from madloop.config import COMPONENTS, PRESETS, _option_types, resolve
+from madloop.config import COMPONENTS, PRESETS, _option_types, resolve, takes_tuple
 from madloop.errors import MadloopError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -152,6 +152,48 @@ def plot(
             raise MadloopError(f"{r.path} has no metric {', '.join(sorted(missing))}; it has {', '.join(sorted(set(r.table.metric)))}")
     for p in plot_runs(results, out, label_list, metric_list, name):
         typer.echo(str(p))
+
+
+@app.command()
+def study(
+    name: Optional[str] = typer.Argument(None, help="the study to run; leave out to list them"),
+    scale: str = typer.Option("cpu", help="ci (tiny) | cpu (the committed figures) | gpu (the paper's size)"),
+    out: Path = typer.Option(Path("figures"), help="folder for the table and figures"),
+    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers"),
+):
+    """List the studies, or run one: its tidy table and figures go to --out."""
+    from madloop.studies import STUDIES, load_all, run_study
+
+    if name is None:
+        load_all()
+        for n in STUDIES.names():
+            typer.echo(f"{n}: {STUDIES[n].description}")
+        return
+    for p in run_study(name, scale, out, jobs):
+        typer.echo(str(p))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., help="folder for the sweep (one run directory per point)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="common settings (.toml or .json)"),
+    preset: Optional[str] = typer.Option(None, help="a named preset for the common settings"),
+    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers"),
+    force: bool = typer.Option(False, "--force", help="replace runs already in --out"),
+):
+    """Run a grid: any flag with comma-separated values is an axis (--omega 0,1,2 --n-synth 125,250)."""
+    from madloop.sweep import sweep as run_sweep
+
+    settings = parse_extra(ctx.args)
+    axes = {k: list(v) for k, v in settings.items() if isinstance(v, tuple) and not takes_tuple(k)}
+    common = {k: v for k, v in settings.items() if k not in axes}
+    if not axes:
+        raise MadloopError("a sweep needs at least one axis: a flag with comma-separated values, e.g. --lam 1,0.7,0.5")
+    result = run_sweep(axes, out=out, jobs=jobs, force=force, preset=preset, config_file=config, **common)
+    path = out / "summary.csv"
+    result.summary().to_csv(path, index=False)
+    typer.echo(f"{len(result.points)} runs in {out}; summary: {path}")
 
 
 @app.command()

@@ -182,6 +182,14 @@ def resolve(settings: Mapping[str, Any] = (), *, preset: str | None = None, conf
     return cfg
 
 
+def takes_tuple(name: str) -> bool:
+    """Whether a setting's own value is a tuple (``metrics``, ``mean``, ``cov`` ...) in any component."""
+    name = name.rpartition(".")[2]
+    hints = [typing.get_type_hints(RunConfig).get(name)]
+    hints += [_option_types(reg[n]).get(name) for reg in COMPONENTS.values() for n in reg.names()]
+    return any(typing.get_origin(a) is tuple for h in hints if h is not None for a in (h, *typing.get_args(h)))
+
+
 def _option_types(cls) -> dict[str, Any]:
     if not dataclasses.is_dataclass(cls):
         return {}
