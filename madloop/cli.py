@@ -13,6 +13,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from madloop import backends
 from madloop.config import COMPONENTS, PRESETS, _option_types, resolve, takes_tuple
 from madloop.errors import MadloopError
 
@@ -88,6 +89,9 @@ def run(
     force: bool = typer.Option(False, "--force", help="replace a run already in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory"),
+    backend: str = typer.Option("loky", help="loky (this machine) | dask | ray"),
+    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address tcp://HOST:PORT (default: a local cluster)"),
+    checkpoint_s: float = typer.Option(30.0, help="seconds between checkpoints that `madloop resume` continues from"),
 ):
     """Run a self-consuming loop and store its tidy table, summary and figure."""
     from madloop.runner import execute
@@ -103,7 +107,13 @@ def run(
         typer.echo(cfg.to_toml(), nl=False)
         return
     typer.echo(f"madloop: {cfg.loop} loop, {cfg.model} model, {cfg.algo} training; {cfg.runs} runs x {cfg.gens} generations, jobs={jobs}", err=True)
-    result = _execute_with_progress(execute, cfg, out, jobs, force, progress)
+    with backends.backend(backend, scheduler, jobs):
+        result = _with_progress(cfg, progress, lambda update: execute(cfg, out=out, jobs=jobs, force=force, on_progress=update,
+                                                                      checkpoint_s=checkpoint_s))
+    _report(result, plot)
+
+
+def _report(result, plot: bool) -> None:
     from madloop.plots import headline_text, plot_runs
 
     figures = plot_runs([result], result.path / "figures") if plot else []
@@ -113,9 +123,10 @@ def run(
     typer.echo(headline_text(result.headline()))
 
 
-def _execute_with_progress(execute, cfg, out, jobs, force, progress):
+def _with_progress(cfg, progress: bool, work):
+    """Call ``work(on_progress)`` under a progress bar of generations finished (all chunks)."""
     if not progress:
-        return execute(cfg, out=out, jobs=jobs, force=force)
+        return work(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -126,7 +137,37 @@ def _execute_with_progress(execute, cfg, out, jobs, force, progress):
             # Parts are (chunk, generation) files: report generations finished by every chunk.
             bar.update(task, completed=done * (cfg.gens + 1) // max(total, 1))
 
-        return execute(cfg, out=out, jobs=jobs, force=force, on_progress=update)
+        return work(update)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="an interrupted run or sweep directory"),
+    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers (results do not depend on it)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory"),
+    backend: str = typer.Option("loky", help="loky (this machine) | dask | ray"),
+    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address tcp://HOST:PORT"),
+    checkpoint_s: float = typer.Option(30.0, help="seconds between checkpoints"),
+):
+    """Continue an interrupted run (or sweep) from its last checkpoints; the table ends as if never stopped."""
+    from madloop import store
+    from madloop.results import load
+    from madloop.runner import resume as resume_run
+    from madloop.sweep import SWEEP, resume_sweep
+
+    with backends.backend(backend, scheduler, jobs):
+        if (run_dir / SWEEP).is_file():
+            result = resume_sweep(run_dir, jobs=jobs, checkpoint_s=checkpoint_s)
+            result.summary().to_csv(run_dir / "summary.csv", index=False)
+            typer.echo(f"{len(result.points)} runs in {run_dir}; summary: {run_dir / 'summary.csv'}")
+            return
+        cfg = load(run_dir).config if store.is_run_dir(run_dir) else None
+        if cfg is None:
+            raise MadloopError(f"{run_dir} is not a madloop run or sweep directory")
+        result = _with_progress(cfg, progress, lambda update: resume_run(run_dir, jobs=jobs, on_progress=update,
+                                                                         checkpoint_s=checkpoint_s))
+    _report(result, plot)
 
 
 @app.command()
@@ -181,6 +222,9 @@ def sweep(
     preset: Optional[str] = typer.Option(None, help="a named preset for the common settings"),
     jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers"),
     force: bool = typer.Option(False, "--force", help="replace runs already in --out"),
+    backend: str = typer.Option("loky", help="loky (this machine) | dask | ray"),
+    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address tcp://HOST:PORT (default: a local cluster)"),
+    checkpoint_s: float = typer.Option(30.0, help="seconds between checkpoints"),
 ):
     """Run a grid: any flag with comma-separated values is an axis (--omega 0,1,2 --n-synth 125,250)."""
     from madloop.sweep import sweep as run_sweep
@@ -190,7 +234,9 @@ def sweep(
     common = {k: v for k, v in settings.items() if k not in axes}
     if not axes:
         raise MadloopError("a sweep needs at least one axis: a flag with comma-separated values, e.g. --lam 1,0.7,0.5")
-    result = run_sweep(axes, out=out, jobs=jobs, force=force, preset=preset, config_file=config, **common)
+    with backends.backend(backend, scheduler, jobs):
+        result = run_sweep(axes, out=out, jobs=jobs, force=force, preset=preset, config_file=config,
+                           checkpoint_s=checkpoint_s, **common)
     path = out / "summary.csv"
     result.summary().to_csv(path, index=False)
     typer.echo(f"{len(result.points)} runs in {out}; summary: {path}")
@@ -223,7 +269,7 @@ def main() -> None:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted: the run directory keeps what finished; continue with `madloop resume DIR`", err=True)
         sys.exit(130)
     except _usage_errors() as err:
         typer.echo(f"error: {getattr(err, 'format_message', err.__str__)()}", err=True)

@@ -39,6 +39,12 @@ class RunConfig:
     last) on ``n_eval`` fresh samples of G^t (drawn with lam) against ``n_ref`` reference points from
     p_r shared by all runs; generation 0 holds the same metrics for a real sample of size n_eval, the
     floor that no model can beat at these sample sizes.
+
+    path: "exact" draws the sufficient statistics of Gaussian data instead of samples (Gaussian model,
+    Gaussian data, standard training, no budget: see models/exact.py), "samples" materialises every
+    set, "auto" takes the exact path wherever it applies; its default metrics are closed-form
+    distances to the truth. Per-run rows are stored for the first ``store_runs`` runs; summaries
+    always cover every run.
     """
 
     loop: str = "fully_synthetic"
@@ -57,6 +63,8 @@ class RunConfig:
     every: int = 1
     n_eval: int = 250
     n_ref: int = 250
+    path: str = "auto"
+    store_runs: int = 10_000
     data_options: Mapping[str, Any] = field(default_factory=dict)
     model_options: Mapping[str, Any] = field(default_factory=dict)
     algo_options: Mapping[str, Any] = field(default_factory=dict)
@@ -178,8 +186,28 @@ def resolve(settings: Mapping[str, Any] = (), *, preset: str | None = None, conf
     core = {k: _freeze(v) for k, v in merged.items()}
     core.update({f"{kind}_options": _resolve_options(kind, names[kind], classes[kind], options[kind]) for kind in COMPONENTS})
     cfg = RunConfig.from_dict(core)
+    path = choose_path(cfg)
+    cfg = dataclasses.replace(cfg, path=path, **({} if "metrics" in merged else {"metrics": DEFAULT_METRICS[path]}))
     validate(cfg)
     return cfg
+
+
+DEFAULT_METRICS = {"samples": RunConfig.metrics, "exact": ("true_w2", "true_kl", "model_trace", "model_logdet")}
+
+
+def exact_applies(cfg: RunConfig) -> bool:
+    return (cfg.model, cfg.data, cfg.algo, cfg.budget) == ("gaussian", "gaussian", "standard", None)
+
+
+def choose_path(cfg: RunConfig) -> str:
+    """The path a config runs on: "auto" becomes "exact" where the exact Gaussian path applies."""
+    if cfg.path not in ("auto", "exact", "samples"):
+        raise MadloopError(f"path must be auto, exact or samples, got '{cfg.path}'")
+    if cfg.path == "exact" and not exact_applies(cfg):
+        raise MadloopError("path 'exact' needs model gaussian, data gaussian, algo standard and no budget")
+    if cfg.path == "auto":
+        return "exact" if exact_applies(cfg) else "samples"
+    return cfg.path
 
 
 def takes_tuple(name: str) -> bool:
@@ -240,7 +268,7 @@ def validate(cfg: RunConfig) -> None:
         registry[getattr(cfg, name)]  # raises with the valid choices
     for name in cfg.metrics:
         METRICS[name]
-    for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref"):
+    for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref", "store_runs"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MadloopError(f"{name} must be a positive integer, got {value!r}")

@@ -123,12 +123,12 @@ def read_points(path: str | Path) -> np.ndarray:
 class FileData:
     """A user point cloud; each run draws its n points without replacement from the N in the file."""
 
-    path: str = ""
+    file: str = ""
 
     def __post_init__(self):
-        if not self.path:
-            raise ValueError("data 'file' needs --path pointing to a .npy, .npz or .csv point cloud")
-        object.__setattr__(self, "_points", read_points(self.path))
+        if not self.file:
+            raise ValueError("needs --file pointing to a .npy, .npz or .csv point cloud")
+        object.__setattr__(self, "_points", read_points(self.file))
 
     @property
     def size(self) -> int:
@@ -136,5 +136,5 @@ class FileData:
 
     def sample(self, n: int, rng: RunRNG) -> Samples:
         if n > self.size:
-            raise ValueError(f"cannot draw {n} points without replacement from the {self.size} in {self.path}")
+            raise ValueError(f"cannot draw {n} points without replacement from the {self.size} in {self.file}")
         return Samples(self._points[rng.permutations(self.size, n)])

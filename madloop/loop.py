@@ -24,6 +24,11 @@ from madloop.samples import Samples
 LOOPS: Registry = Registry("loop")
 
 
+def join(parts: list) -> Samples:
+    """Pool training data: samples, or the sufficient statistics of the exact Gaussian path."""
+    return type(parts[0]).concat(parts)
+
+
 @LOOPS.register("fully_synthetic")
 def fully_synthetic(real: Samples, synth: Samples, fresh_real: Callable[[], Samples]) -> Samples:
     return synth
@@ -31,42 +36,53 @@ def fully_synthetic(real: Samples, synth: Samples, fresh_real: Callable[[], Samp
 
 @LOOPS.register("augmentation")
 def augmentation(real: Samples, synth: Samples, fresh_real: Callable[[], Samples]) -> Samples:
-    return Samples.concat([real, synth])
+    return join([real, synth])
 
 
 @LOOPS.register("fresh")
 def fresh(real: Samples, synth: Samples, fresh_real: Callable[[], Samples]) -> Samples:
-    return Samples.concat([fresh_real(), synth])
+    return join([fresh_real(), synth])
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """All that generation t hands to generation t + 1: a checkpoint to resume from."""
+
+    gen: int
+    real: Samples
+    kept: list  # the synthetic sets the next generation may train on
+    model: Any
 
 
 @dataclass(frozen=True)
 class Generation:
-    """What generation t of a chunk produced: its training-set size, model G^t and synthetic set S^t."""
+    """What generation t of a chunk produced: its training-set size, model G^t, synthetic set S^t."""
 
     gen: int
     n_train: int
     model: Any
     synth: Samples
+    state: LoopState
 
 
-def generations(cfg, parts, runs: range) -> Iterator[Generation]:
-    """Yield generations 1..cfg.gens of the loop for a chunk of runs.
+def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iterator[Generation]:
+    """Yield generations 1..cfg.gens of the loop for a chunk of runs (or those after ``state.gen``).
 
     ``cfg`` is a RunConfig; ``parts`` its resolved components (data source, model spec, algorithm).
     Every random stream is keyed by (seed, run block, generation, role), so a chunk's results do not
-    depend on the other chunks.
+    depend on the other chunks, and a resumed loop continues exactly as an uninterrupted one.
     """
     streams = Streams(cfg.seed, runs)
     loop = LOOPS[cfg.loop]
-    real = parts.data.sample(cfg.n_real, streams.at(0, "real"))
-    kept: list[Samples] = []  # the synthetic sets the next generation may train on
-    model = None
-    for t in range(1, cfg.gens + 1):
+    if state is None:
+        state = LoopState(0, parts.data.sample(cfg.n_real, streams.at(0, "real")), [], None)
+    real, kept, model = state.real, state.kept, state.model
+    for t in range(state.gen + 1, cfg.gens + 1):
         # Training set D^t.
         if t == 1:
             train = real
         else:
-            synth = Samples.concat(kept)
+            synth = join(kept)
             if cfg.budget is not None and synth.n > cfg.budget:
                 synth = synth.take(streams.at(t, "budget").permutations(synth.n, cfg.budget))
             train = loop(real, synth, lambda: parts.data.sample(cfg.n_real, streams.at(t, "real")))
@@ -74,4 +90,4 @@ def generations(cfg, parts, runs: range) -> Iterator[Generation]:
         model = parts.algo.train(parts.model, train, streams.at(t, "train"), model)
         synth_t = model.sample(cfg.n_synth, streams.at(t, "synth"), cfg.lam)
         kept = kept + [synth_t] if cfg.accumulate else [synth_t]
-        yield Generation(t, train.n, model, synth_t)
+        yield Generation(t, train.n, model, synth_t, LoopState(t, real, kept, model))

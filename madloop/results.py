@@ -1,8 +1,13 @@
-"""From the tidy table to the figures of merit: means with 95% CIs, MAD ratio, convergence ratio.
+"""From per-run values to the figures of merit: means with 95% CIs, MAD ratio, convergence ratio.
 
 MAD ratio r_t = E[d_t] / E[d_1] and the convergence ratio (mean over t in [20, T] of E[d_t], over
 E[d_1]) are ratios of means over runs (SPEC section 1). Their CIs use the delta method on the paired
 per-run values; the CI of a mean uses Student's t.
+
+Every chunk of runs reduces its values to *moments* (counts, sums, sums of squares and products with
+generation 1) as it goes, and all figures of merit come from the moments summed over chunks. So a
+summary covers every run even when only the first ``store_runs`` runs keep per-run rows (a million
+runs would not fit in a table); quantiles (median, 5%, 95%) come from the stored rows.
 """
 
 from __future__ import annotations
@@ -18,81 +23,98 @@ from madloop import store
 from madloop.config import RunConfig
 
 CONVERGENCE_START = 20
+PAIR = ["np", "sa", "sb", "saa", "sbb", "sab"]
+MOMENTS = ["n", "s1", "s2", *PAIR]
 
 
-def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean, standard error and the half-width of the 95% Student-t interval of finite values."""
+def moments(values: np.ndarray, first: np.ndarray | None) -> dict[str, float]:
+    """Sufficient sums of a metric's values over some runs, paired with their generation-1 values."""
     v = values[np.isfinite(values)]
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else np.nan), np.nan, np.nan
-    sem = v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(sem), float(stats.t.ppf(0.975, len(v) - 1) * sem)
+    out = dict(n=len(v), s1=v.sum(), s2=(v**2).sum())
+    if first is None:
+        return {**out, **dict.fromkeys(PAIR, 0.0)}
+    ok = np.isfinite(values) & np.isfinite(first)
+    a, b = values[ok], first[ok]
+    return {**out, **dict(np=ok.sum(), sa=a.sum(), sb=b.sum(), saa=(a * a).sum(), sbb=(b * b).sum(), sab=(a * b).sum())}
 
 
-def ratio_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+def mean_ci(m) -> tuple[float, float, float]:
+    """Mean, standard error and half-width of the 95% Student-t interval from (n, s1, s2)."""
+    n = m["n"]
+    if n < 2:
+        return (m["s1"] / n if n else np.nan), np.nan, np.nan
+    mean = m["s1"] / n
+    sem = np.sqrt(max(m["s2"] - n * mean**2, 0.0) / (n - 1) / n)
+    return float(mean), float(sem), float(stats.t.ppf(0.975, n - 1) * sem)
+
+
+def ratio_ci(m) -> tuple[float, float]:
     """mean(a) / mean(b) over paired runs and the half-width of its 95% delta-method interval."""
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 2 or b.mean() == 0:
+    n = m["np"]
+    if n < 2 or m["sb"] == 0:
         return np.nan, np.nan
-    r = a.mean() / b.mean()
-    var = (a.var(ddof=1) - 2 * r * np.cov(a, b)[0, 1] + r**2 * b.var(ddof=1)) / (len(a) * b.mean() ** 2)
+    ma, mb = m["sa"] / n, m["sb"] / n
+    r = ma / mb
+    var_a = (m["saa"] - n * ma * ma) / (n - 1)
+    var_b = (m["sbb"] - n * mb * mb) / (n - 1)
+    cov_ab = (m["sab"] - n * ma * mb) / (n - 1)
+    var = (var_a - 2 * r * cov_ab + r**2 * var_b) / (n * mb**2)
     return float(r), float(1.96 * np.sqrt(max(var, 0.0)))
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (metric, gen): n, mean, sem, ci_low, ci_high, mad_ratio and its CI bounds.
+def summarize(moment_rows: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (metric, gen): n, mean, sem, 95% CI, MAD ratio with its CI, and quantiles of stored runs.
 
+    ``moment_rows`` has columns metric, gen and MOMENTS (any number of rows per pair: they are summed).
     Generation 0 is the real-data floor; the MAD ratio is relative to generation 1.
     """
+    total = moment_rows.groupby(["metric", "gen"], sort=True)[MOMENTS].sum().reset_index()
     rows = []
-    for metric, df in table.groupby("metric", sort=True):
-        wide = df.pivot(index="run", columns="gen", values="value")
-        first = wide[1].to_numpy() if 1 in wide else None
-        for gen in wide.columns:
-            v = wide[gen].to_numpy()
-            mean, sem, half = mean_ci(v)
-            r, r_half = ratio_ci(v, first) if first is not None and gen >= 1 else (np.nan, np.nan)
-            rows.append(dict(metric=metric, gen=int(gen), n=int(np.isfinite(v).sum()), mean=mean, sem=sem,
-                             ci_low=mean - half, ci_high=mean + half,
-                             mad_ratio=r, mad_ratio_low=r - r_half, mad_ratio_high=r + r_half))
-    return pd.DataFrame(rows)
-
-
-def convergence_ratio(table: pd.DataFrame, metric: str, start: int = CONVERGENCE_START) -> tuple[float, float]:
-    """Mean over generations t >= start of E[d_t], over E[d_1], with its 95% CI half-width (NaN if T < start)."""
-    wide = table[table.metric == metric].pivot(index="run", columns="gen", values="value")
-    late = [g for g in wide.columns if g >= start]
-    if not late or 1 not in wide:
-        return np.nan, np.nan
-    return ratio_ci(wide[late].mean(axis=1).to_numpy(), wide[1].to_numpy())
+    for m in total.to_dict("records"):
+        mean, sem, half = mean_ci(m)
+        r, r_half = ratio_ci(m)
+        rows.append(dict(metric=m["metric"], gen=int(m["gen"]), n=int(m["n"]), mean=mean, sem=sem, ci_low=mean - half,
+                         ci_high=mean + half, mad_ratio=r, mad_ratio_low=r - r_half, mad_ratio_high=r + r_half))
+    out = pd.DataFrame(rows)
+    if table is not None and len(table) and len(out):
+        q = table.groupby(["metric", "gen"]).value.quantile([0.05, 0.5, 0.95]).unstack()
+        q.columns = ["q05", "median", "q95"]
+        out = out.merge(q.reset_index(), on=["metric", "gen"], how="left")
+    return out
 
 
 @dataclass
 class Result:
-    """A run directory opened for analysis: ``table`` is the tidy DataFrame, ``config`` the RunConfig."""
+    """A run directory opened for analysis.
+
+    ``table``: tidy per-run rows (run, gen, metric, value, timing) of the stored runs; ``moments``:
+    per-chunk sums over every run; ``convergence``: the per-chunk sums behind the convergence ratio.
+    """
 
     path: Path
     config: RunConfig
     table: pd.DataFrame
+    moments: pd.DataFrame
+    convergence: pd.DataFrame
 
     def summary(self) -> pd.DataFrame:
-        return summarize(self.table)
+        return summarize(self.moments, self.table)
 
-    def convergence_ratio(self, metric: str, start: int = CONVERGENCE_START) -> tuple[float, float]:
-        return convergence_ratio(self.table, metric, start)
+    def convergence_ratio(self, metric: str) -> tuple[float, float]:
+        """Mean over generations t >= 20 of E[d_t], over E[d_1], with its 95% CI half-width (NaN if T < 20)."""
+        rows = self.convergence[self.convergence.metric == metric]
+        return ratio_ci(rows[PAIR].sum()) if len(rows) else (np.nan, np.nan)
 
     def headline(self) -> pd.DataFrame:
         """Per metric: the real-data floor, E[d_1], E[d_T], the MAD ratio r_T and the convergence ratio."""
-        s = self.summary()
         rows = []
-        for metric, df in s.groupby("metric", sort=False):
+        for metric, df in self.summary().groupby("metric", sort=False):
             by_gen = df.set_index("gen")
             last = by_gen.index.max()
             conv, conv_half = self.convergence_ratio(metric)
             rows.append(dict(metric=metric, floor=by_gen["mean"].get(0, np.nan), first=by_gen["mean"].get(1, np.nan),
-                             last_gen=int(last), last=by_gen.loc[last, "mean"],
-                             mad_ratio=by_gen.loc[last, "mad_ratio"], mad_ratio_ci=by_gen.loc[last, "mad_ratio"] - by_gen.loc[last, "mad_ratio_low"],
+                             last_gen=int(last), last=by_gen.loc[last, "mean"], mad_ratio=by_gen.loc[last, "mad_ratio"],
+                             mad_ratio_ci=by_gen.loc[last, "mad_ratio"] - by_gen.loc[last, "mad_ratio_low"],
                              convergence_ratio=conv, convergence_ratio_ci=conv_half))
         return pd.DataFrame(rows)
 
@@ -101,4 +123,5 @@ def load(path: str | Path) -> Result:
     """Reopen a run directory (finished or not)."""
     path = Path(path)
     meta = store.read_meta(path)
-    return Result(path, RunConfig.from_dict(meta["config"]), store.read_table(path))
+    return Result(path, RunConfig.from_dict(meta["config"]), store.read_table(path),
+                  store.read_table(path, store.MOMENTS), store.read_table(path, store.CONVERGENCE))

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-RUNS_PER_BLOCK = 250
+RUNS_PER_BLOCK = 1000
 SHARED = 0  # block slot of the streams that all runs share (the reference sample, projections)
 
 
@@ -55,9 +55,12 @@ class RunRNG:
     role: str
     rows: tuple[int, ...] | None = None
 
-    def __post_init__(self):
-        gens = [generator(self.seed, self.gen, self.role, b.start // RUNS_PER_BLOCK) for b in blocks(self.runs)]
-        object.__setattr__(self, "_gens", gens)
+    def _generators(self) -> list[np.random.Generator]:
+        # Made on the first draw (not before: many roles go unused), then advanced by every draw.
+        if "_gens" not in self.__dict__:
+            gens = [generator(self.seed, self.gen, self.role, b.start // RUNS_PER_BLOCK) for b in blocks(self.runs)]
+            object.__setattr__(self, "_gens", gens)
+        return self.__dict__["_gens"]
 
     @property
     def n_runs(self) -> int:
@@ -72,7 +75,7 @@ class RunRNG:
         return RunRNG(self.seed, self.runs, self.gen, self.role, tuple(int(r) for r in rows))
 
     def _draw(self, fn, shape: tuple[int, ...]) -> np.ndarray:
-        parts = [fn(g, (len(b), *shape)) for g, b in zip(self._gens, blocks(self.runs))]
+        parts = [fn(g, (len(b), *shape)) for g, b in zip(self._generators(), blocks(self.runs))]
         out = np.concatenate(parts, axis=0)
         return out if self.rows is None else out[list(self.rows)]
 

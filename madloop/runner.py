@@ -20,32 +20,39 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from madloop import store
-from madloop.config import RunConfig, build_data, resolve
+from madloop.config import RunConfig, build_data, resolve, validate
 from madloop.errors import MadloopError
-from madloop.loop import generations
+from madloop.loop import LoopState, generations
 from madloop.metrics import Evaluation
 from madloop.registry import ALGOS, METRICS, MODELS
-from madloop.results import Result, load, summarize
+from madloop.results import CONVERGENCE_START, Result, load, moments
 from madloop.rng import RUNS_PER_BLOCK, RunRNG, Streams, generator
 
 
 @dataclass(frozen=True)
 class Parts:
-    """A configuration's components, built from their registered names."""
+    """A configuration's components, built from their registered names.
+
+    ``data`` feeds the loop (sufficient statistics on the exact path); ``points`` is the same source
+    drawing points, for the reference sample and the real-data floor.
+    """
 
     data: Any
+    points: Any
     model: Any
     algo: Any
     metrics: Mapping[str, Callable]
 
 
 def build(cfg: RunConfig) -> Parts:
-    return Parts(
-        data=build_data(cfg),
-        model=MODELS[cfg.model](**cfg.model_options),
-        algo=ALGOS[cfg.algo](**cfg.algo_options),
-        metrics={name: METRICS[name] for name in cfg.metrics},
-    )
+    points = build_data(cfg)
+    data, model = points, MODELS[cfg.model](**cfg.model_options)
+    if cfg.path == "exact":
+        from madloop.models.exact import ExactGaussian, StatsData
+
+        data, model = StatsData(points), ExactGaussian(**cfg.model_options)
+    return Parts(data=data, points=points, model=model, algo=ALGOS[cfg.algo](**cfg.algo_options),
+                 metrics={name: METRICS[name] for name in cfg.metrics})
 
 
 def chunks(runs: int, jobs: int) -> list[range]:
@@ -55,51 +62,103 @@ def chunks(runs: int, jobs: int) -> list[range]:
     return [range(a * RUNS_PER_BLOCK, min(b * RUNS_PER_BLOCK, runs)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def reference_sample(cfg: RunConfig, data) -> np.ndarray:
+def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:
     """The n_ref real points that every run is measured against (one shared stream)."""
-    return data.sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, "reference")).x[0]
+    return parts.points.sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, "reference")).x[0]
 
 
-def evaluate(cfg: RunConfig, parts: Parts, runs: range, gen: int, samples: np.ndarray, model, reference, threads: int) -> pd.DataFrame:
-    """The tidy rows (run, gen, metric, value) of one generation of a chunk."""
-    bad = ~np.isfinite(samples.reshape(len(runs), -1)).all(axis=1)
-    if bad.any():
-        first = runs[int(np.argmax(bad))]
-        raise MadloopError(f"generation {gen}: run {first} (and {int(bad.sum()) - 1} more) produced non-finite samples")
-    frames = []
+def needs_points(parts: Parts) -> bool:
+    return any(not getattr(m, "needs_model", False) for m in parts.metrics.values())
+
+
+def nonfinite_runs(samples: np.ndarray | None) -> np.ndarray:
+    """Which runs' samples hold NaN or inf (a diverged model)."""
+    if samples is None:
+        return np.zeros(0, dtype=bool)
+    return ~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
+
+
+def evaluate(cfg: RunConfig, parts: Parts, runs: range, gen: int, samples: np.ndarray | None, model, reference,
+             threads: int) -> dict[str, np.ndarray]:
+    """Every metric's values (one per run) for one generation of a chunk."""
+    values = {}
     for name, metric in parts.metrics.items():
         if model is None and getattr(metric, "needs_model", False):
             continue
-        ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, f"metric/{name}"), threads)
-        values = np.asarray(metric(ev), dtype=float)
-        if values.shape != (len(runs),):
-            raise MadloopError(f"metric '{name}' returned shape {values.shape}, expected one value per run ({len(runs)})")
-        frames.append(pd.DataFrame({"run": np.asarray(runs), "gen": gen, "metric": name, "value": values}))
-    return pd.concat(frames, ignore_index=True)
+        ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, f"metric/{name}"), threads,
+                        getattr(parts.points, "truth", None))
+        values[name] = np.asarray(metric(ev), dtype=float)
+        if values[name].shape != (len(runs),):
+            raise MadloopError(f"metric '{name}' returned shape {values[name].shape}, expected one value per run ({len(runs)})")
+    return values
 
 
-def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None) -> None:
-    """All generations of one chunk of runs; each generation's rows are stored as soon as they exist."""
+@dataclass
+class Checkpoint:
+    """What a chunk needs to continue after generation ``state.gen``: the loop state and the running sums."""
+
+    state: LoopState
+    first: dict[str, np.ndarray]  # generation-1 values, the MAD ratio's denominators
+    late: dict[str, np.ndarray]  # per-run means over generations >= CONVERGENCE_START (convergence ratio)
+
+
+def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
+              checkpoint_s: float = 30.0) -> None:
+    """All generations of one chunk of runs; each generation's results are stored as soon as they exist.
+
+    The chunk saves a checkpoint at most every ``checkpoint_s`` seconds; a rerun continues from it.
+    Generations after the checkpoint are recomputed exactly (keyed streams), overwriting their parts.
+    """
     if torch_threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)
     streams = Streams(cfg.seed, runs)
-    reference = reference_sample(cfg, parts.data)
-    eval_gens = set(cfg.eval_gens())
+    eval_gens, points = set(cfg.eval_gens()), needs_points(parts)
+    reference = reference_sample(cfg, parts) if points else None
+    run_ids = np.arange(runs.start, runs.stop)
+    stored = run_ids < cfg.store_runs
+    n_late = sum(g >= CONVERGENCE_START for g in eval_gens)
+    ck = store.read_checkpoint(path, runs.start) or Checkpoint(None, {}, {})
 
     def record(gen, samples, model, train_s):
+        bad = nonfinite_runs(samples)
+        if bad.any():
+            failed = pd.DataFrame({"run": run_ids[bad], "gen": gen, "metric": "failed", "value": np.nan})
+            store.append(path, store.ROWS, runs.start, gen, failed.assign(train_s=train_s, eval_s=0.0))
+            raise MadloopError(f"generation {gen}: run {runs[int(np.argmax(bad))]} (and {int(bad.sum()) - 1} more) "
+                               "produced non-finite samples (the model diverged); recorded as metric 'failed'")
         start = time.perf_counter()
-        rows = evaluate(cfg, parts, runs, gen, samples, model, reference, threads) if samples is not None else None
-        rows = rows if rows is not None else pd.DataFrame(columns=["run", "gen", "metric", "value"])
-        store.append(path, runs.start, gen, rows.assign(train_s=train_s, eval_s=time.perf_counter() - start))
+        values = evaluate(cfg, parts, runs, gen, samples, model, reference, threads) if gen in eval_gens or gen == 0 else {}
+        eval_s = time.perf_counter() - start
+        if gen == 1:
+            ck.first.update(values)
+        if gen >= CONVERGENCE_START:
+            for name, v in values.items():
+                ck.late[name] = ck.late.get(name, 0.0) + v / n_late
+        rows = [pd.DataFrame({"run": run_ids[stored], "gen": gen, "metric": name, "value": v[stored]})
+                for name, v in values.items()]
+        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run", "gen", "metric", "value"])
+        store.append(path, store.ROWS, runs.start, gen, table.assign(train_s=train_s, eval_s=eval_s))
+        sums = [dict(chunk=runs.start, gen=gen, metric=name, **moments(v, ck.first.get(name) if gen >= 1 else None))
+                for name, v in values.items()]
+        store.append(path, store.MOMENTS, runs.start, gen, pd.DataFrame(sums, columns=list(store.MOMENTS.columns)))
 
-    # Generation 0: a real sample of the evaluation size, the floor of every metric.
-    record(0, parts.data.sample(cfg.n_eval, streams.at(0, "eval")).x, None, 0.0)
-    clock = time.perf_counter()
-    for g in generations(cfg, parts, runs):
+    if ck.state is None:
+        # Generation 0: a real sample of the evaluation size, the floor of every sample metric.
+        record(0, parts.points.sample(cfg.n_eval, streams.at(0, "eval")).x if points else None, None, 0.0)
+    clock = saved = time.perf_counter()
+    for g in generations(cfg, parts, runs, ck.state):
         train_s = time.perf_counter() - clock
-        samples = g.model.sample(cfg.n_eval, streams.at(g.gen, "eval"), cfg.lam).x if g.gen in eval_gens else None
+        samples = None
+        if g.gen in eval_gens and points:
+            samples = getattr(g.model, "sample_points", g.model.sample)(cfg.n_eval, streams.at(g.gen, "eval"), cfg.lam).x
         record(g.gen, samples, g.model, train_s)
+        if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:
+            ck.state = g.state
+            store.write_checkpoint(path, runs.start, ck)
+            saved = time.perf_counter()
         clock = time.perf_counter()
+    conv = [dict(chunk=runs.start, metric=name, **moments(v, ck.first[name])) for name, v in ck.late.items()]
+    store.append(path, store.CONVERGENCE, runs.start, cfg.gens, pd.DataFrame(conv, columns=list(store.CONVERGENCE.columns)))
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -112,39 +171,69 @@ def default_out(cfg: RunConfig) -> Path:
 
 
 def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, force: bool = False,
-            on_progress: Callable[[int, int], None] | None = None) -> Result:
-    """Run a resolved configuration into a run directory and return its Result."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise MadloopError(f"jobs must be a positive integer, got {jobs!r}")
+            on_progress: Callable[[int, int], None] | None = None, checkpoint_s: float = 30.0) -> Result:
+    """Run a resolved configuration into a new run directory and return its Result."""
+    _check_jobs(jobs)
     parts = build(cfg)
-    path = store.create(Path(out) if out is not None else default_out(cfg), cfg.to_dict(), force=force)
     work = chunks(cfg.runs, jobs)
-    threads = max(1, jobs // len(work))
-    store.log(path, f"start: {cfg.runs} runs x {cfg.gens} generations in {len(work)} chunks, jobs={jobs}")
-    total = len(work) * (cfg.gens + 1)
-    done = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(path, total, done, on_progress), daemon=True) if on_progress else None
-    if watcher:
-        watcher.start()
-    try:
-        tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, 1 if jobs > 1 else None) for r in work)
-        Parallel(n_jobs=min(jobs, len(work)), backend="loky")(tasks)
-    except BaseException as err:
-        store.log(path, f"stopped: {type(err).__name__}: {err}")
-        raise
-    finally:
-        done.set()
+    path = store.create(Path(out) if out is not None else default_out(cfg), cfg.to_dict(), [(r.start, r.stop) for r in work],
+                        force=force)
+    return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
+
+
+def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int], None] | None = None,
+           checkpoint_s: float = 30.0) -> Result:
+    """Continue an interrupted run from its chunks' last checkpoints; the table ends up as if never stopped."""
+    _check_jobs(jobs)
+    path = Path(path)
+    meta = store.read_meta(path)
+    cfg = RunConfig.from_dict(meta["config"])
+    validate(cfg)
+    if store.is_finished(path):
+        return load(path)
+    return _drive(cfg, build(cfg), path, jobs, on_progress, checkpoint_s, "resume")
+
+
+def _check_jobs(jobs: int) -> None:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise MadloopError(f"jobs must be a positive integer, got {jobs!r}")
+
+
+def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, checkpoint_s: float, verb: str) -> Result:
+    """Run the unfinished chunks of a run directory, then gather its tables."""
+    with store.locked(path):
+        work = [range(a, b) for a, b in store.read_meta(path)["chunks"]]
+        todo = [r for r in work if not store.chunk_done(path, r.start)]
+        threads = max(1, jobs // max(len(todo), 1))
+        store.log(path, f"{verb}: {cfg.runs} runs x {cfg.gens} generations, "
+                        f"{len(todo)} of {len(work)} chunks to run, jobs={jobs}")
+        total = len(work) * (cfg.gens + 1)
+        done = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(path, total, done, on_progress), daemon=True) if on_progress else None
         if watcher:
-            watcher.join()
-    store.finish(path, summarize(store.read_table(path)))
-    store.log(path, "finished")
+            watcher.start()
+        try:
+            tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, 1 if jobs > 1 else None, checkpoint_s) for r in todo)
+            Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks)  # loky, or the backend of joblib.parallel_config
+        except KeyboardInterrupt:
+            store.log(path, "interrupted; continue with: madloop resume " + str(path))
+            raise
+        except BaseException as err:
+            store.log(path, f"stopped: {type(err).__name__}: {err}")
+            raise
+        finally:
+            done.set()
+            if watcher:
+                watcher.join()
+        store.finish(path, load(path).summary())
+        store.log(path, "finished")
     return load(path)
 
 
 def _watch(path: Path, total: int, done: threading.Event, on_progress) -> None:
     """Report the number of stored (chunk, generation) parts until the run ends."""
     while not done.wait(0.25):
-        on_progress(len(list((path / store.PARTS).glob("part-*.parquet"))), total)
+        on_progress(len(list((path / store.PARTS).glob(f"{store.MOMENTS.prefix}-*.parquet"))), total)
     on_progress(total, total)
 
 

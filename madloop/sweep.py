@@ -11,15 +11,19 @@ opened, plotted or compared on its own.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from madloop import store
 from madloop.config import RunConfig, resolve
 from madloop.errors import MadloopError
-from madloop.results import Result, summarize
+from madloop.results import Result
+
+SWEEP = "sweep.json"
 
 
 def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -43,7 +47,7 @@ class SweepResult:
         return _tag([r.table for r in self.results], self.points)
 
     def summary(self) -> pd.DataFrame:
-        return _tag([summarize(r.table) for r in self.results], self.points)
+        return _tag([r.summary() for r in self.results], self.points)
 
 
 def _tag(frames: list[pd.DataFrame], points: list[dict[str, Any]]) -> pd.DataFrame:
@@ -58,13 +62,43 @@ def _cell(v: Any) -> Any:
 
 def sweep(axes: Mapping[str, Sequence[Any]], *, out: str | Path, jobs: int = 1, force: bool = False,
           preset: str | None = None, config_file: str | Path | None = None, config: RunConfig | None = None,
-          **settings) -> SweepResult:
-    """Run every point of the grid ``axes`` on top of the common ``settings``; all configs are checked first."""
-    from madloop.runner import execute
+          checkpoint_s: float = 30.0, **settings) -> SweepResult:
+    """Run every point of the grid ``axes`` on top of the common ``settings``; all configs are checked first.
 
+    ``out/sweep.json`` records the grid and every point's resolved config, so `madloop resume out`
+    finishes an interrupted sweep.
+    """
     base = {**(config.to_dict() if config is not None else {}), **settings}
     points = grid(axes)
     configs = [resolve({**base, **p}, preset=preset, config_file=config_file) for p in points]
     out = Path(out)
-    results = [execute(cfg, out=out / f"point-{i:03d}", jobs=jobs, force=force) for i, cfg in enumerate(configs)]
+    if (out / SWEEP).exists() and not force:
+        raise MadloopError(f"{out} already holds a sweep; resume it with `madloop resume {out}` or pass --force")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"axes": {k: list(v) for k, v in axes.items()}, "points": points, "configs": [c.to_dict() for c in configs]}
+    store.atomic_write(out / SWEEP, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=list) + "\n"))
+    return _run_points(out, points, configs, jobs, force, checkpoint_s)
+
+
+def resume_sweep(out: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0) -> SweepResult:
+    """Finish an interrupted sweep: finished points are kept, interrupted ones resumed, missing ones run."""
+    out = Path(out)
+    try:
+        record = json.loads((out / SWEEP).read_text())
+        points, configs = record["points"], [RunConfig.from_dict(c) for c in record["configs"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MadloopError(f"{out / SWEEP} is missing or corrupted: {err}") from None
+    return _run_points(out, points, configs, jobs, False, checkpoint_s)
+
+
+def _run_points(out: Path, points, configs, jobs: int, force: bool, checkpoint_s: float) -> SweepResult:
+    from madloop.runner import execute, resume
+
+    results = []
+    for i, cfg in enumerate(configs):
+        path = out / f"point-{i:03d}"
+        if store.is_run_dir(path) and not force:
+            results.append(resume(path, jobs=jobs, checkpoint_s=checkpoint_s))
+        else:
+            results.append(execute(cfg, out=path, jobs=jobs, force=force, checkpoint_s=checkpoint_s))
     return SweepResult(out, points, results)

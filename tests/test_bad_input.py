@@ -34,7 +34,10 @@ BAD = [
     (["--cov", "1,2;3"], "data 'gaussian':"),
     (["--preset", "nope"], "unknown preset 'nope'; choose from:"),
     (["--config", "missing.toml"], "config file missing.toml does not exist"),
-    (["--data", "file", "--path", "nowhere.npy"], "data file nowhere.npy does not exist"),
+    (["--data", "file", "--file", "nowhere.npy"], "data file nowhere.npy does not exist"),
+    (["--data", "file"], "needs --file pointing to"),
+    (["--path", "fast"], "path must be auto, exact or samples"),
+    (["--model", "gmm", "--path", "exact"], "path 'exact' needs model gaussian"),
 ]
 
 

@@ -11,7 +11,7 @@ def madloop(*args, cwd):
 
 
 def test_run_plot_and_presets(tmp_path):
-    (tmp_path / "tiny.toml").write_text("runs = 4\ngens = 3\nn_real = 30\nn_synth = 30\nn_eval = 30\nn_ref = 30\n")
+    (tmp_path / "tiny.toml").write_text("runs = 4\ngens = 3\nn_real = 30\nn_synth = 30\nn_eval = 30\nn_ref = 30\npath = \"samples\"\n")
     done = madloop("run", "--config", "tiny.toml", "--loop", "augmentation", "--out", "a", "--jobs", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "results: a" in done.stdout and "mad_ratio" in done.stdout

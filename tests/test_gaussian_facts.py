@@ -24,7 +24,7 @@ def assert_mean_close(samples, expected, z=4.5):
 @pytest.mark.parametrize("lam", [1.0, 0.7])
 def test_expected_trace_shrinks_by_n_minus_1_over_n_per_fit(lam):
     n, gens, runs = 10, 6, 20000
-    cfg = madloop.resolve(dict(loop="fully_synthetic", n_real=n, n_synth=n, gens=gens, runs=runs, lam=lam, seed=11))
+    cfg = madloop.resolve(dict(loop="fully_synthetic", n_real=n, n_synth=n, gens=gens, runs=runs, lam=lam, seed=11, path="samples"))
     _, cov = fitted(cfg, runs)
     trace = np.trace(cov, axis1=-2, axis2=-1) / np.trace(TRUTH_COV)
     for t in range(1, gens + 1):
@@ -33,7 +33,7 @@ def test_expected_trace_shrinks_by_n_minus_1_over_n_per_fit(lam):
 
 def test_log_determinant_drifts_by_the_digamma_law():
     n, d, gens, runs = 8, 2, 5, 20000
-    cfg = madloop.resolve(dict(loop="fully_synthetic", n_real=n, n_synth=n, gens=gens, runs=runs, seed=5))
+    cfg = madloop.resolve(dict(loop="fully_synthetic", n_real=n, n_synth=n, gens=gens, runs=runs, seed=5, path="samples"))
     _, cov = fitted(cfg, runs)
     logdet = np.linalg.slogdet(cov)[1]
     steps = np.diff(np.concatenate([np.full((1, runs), np.linalg.slogdet(TRUTH_COV)[1]), logdet]), axis=0)
@@ -44,7 +44,7 @@ def test_log_determinant_drifts_by_the_digamma_law():
 
 def test_unbiased_fit_keeps_the_mean_trace_but_the_median_collapses():
     n, gens, runs = 10, 30, 20000
-    cfg = madloop.resolve(dict(loop="fully_synthetic", n_real=n, n_synth=n, gens=gens, runs=runs, unbiased=True, seed=2))
+    cfg = madloop.resolve(dict(loop="fully_synthetic", n_real=n, n_synth=n, gens=gens, runs=runs, unbiased=True, seed=2, path="samples"))
     _, cov = fitted(cfg, runs)
     trace = np.trace(cov, axis1=-2, axis2=-1) / np.trace(TRUTH_COV)
     assert_mean_close(trace[4], 1.0)  # early: the mean is not yet dominated by rare runs
@@ -53,7 +53,7 @@ def test_unbiased_fit_keeps_the_mean_trace_but_the_median_collapses():
 
 def test_fresh_loop_mean_error_reaches_the_effective_sample_size():
     n_r, n_s, gens, runs = 100, 200, 25, 4000
-    cfg = madloop.resolve(dict(loop="fresh", n_real=n_r, n_synth=n_s, gens=gens, runs=runs, seed=9))
+    cfg = madloop.resolve(dict(loop="fresh", n_real=n_r, n_synth=n_s, gens=gens, runs=runs, seed=9, path="samples"))
     mean, _ = fitted(cfg, runs)
     err2 = ((mean[-5:] - 0.0) ** 2).sum(-1).ravel()  # last generations, all near the limit
     n_eff = n_r * (n_r + 2 * n_s) / (n_r + n_s)

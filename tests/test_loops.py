@@ -6,7 +6,7 @@ from madloop.runner import build
 
 
 def run_gens(runs=3, **settings):
-    cfg = madloop.resolve(dict(runs=runs, n_real=20, n_synth=15, gens=5, **settings))
+    cfg = madloop.resolve(dict(runs=runs, n_real=20, n_synth=15, gens=5, path="samples", **settings))
     return cfg, list(madloop.generations(cfg, build(cfg), range(0, runs)))
 
 

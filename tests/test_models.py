@@ -57,8 +57,8 @@ def test_file_data_reads_point_clouds(tmp_path, suffix):
 def test_file_data_in_a_run_and_its_size_limit(tmp_path):
     np.save(tmp_path / "c.npy", np.random.default_rng(0).standard_normal((60, 2)))
     with pytest.raises(madloop.MadloopError, match="n_real=100 exceeds the 60 points"):
-        madloop.resolve(dict(data="file", path=str(tmp_path / "c.npy")))
-    result = madloop.run(out=tmp_path / "r", data="file", path=str(tmp_path / "c.npy"), n_real=40, n_synth=40, n_eval=50,
+        madloop.resolve(dict(data="file", file=str(tmp_path / "c.npy")))
+    result = madloop.run(out=tmp_path / "r", data="file", file=str(tmp_path / "c.npy"), n_real=40, n_synth=40, n_eval=50,
                          n_ref=60, runs=2, gens=2)
     assert len(result.table)
 

@@ -17,7 +17,7 @@ def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path, ti
 
 
 def test_worker_count_does_not_change_the_table(tmp_path):
-    settings = dict(runs=2 * RUNS_PER_BLOCK + 10, gens=3, n_real=20, n_synth=20, n_eval=30, n_ref=30,
+    settings = dict(runs=2 * RUNS_PER_BLOCK + 10, gens=3, n_real=20, n_synth=20, n_eval=30, n_ref=30, path="samples",
                     metrics=("w2", "sliced_w2", "gauss_w2"))
     one = madloop.run(out=tmp_path / "one", jobs=1, **settings).table[VALUES]
     two = madloop.run(out=tmp_path / "two", jobs=2, **settings).table[VALUES]
@@ -45,7 +45,7 @@ def test_table_layout_and_summary(tmp_path, tiny):
 
 def test_collapse_shows_in_the_mad_ratio(tmp_path):
     result = madloop.run(out=tmp_path / "r", loop="fully_synthetic", n_real=20, n_synth=20, gens=25, runs=300,
-                         metrics=("gauss_w2",), n_eval=200, n_ref=200)
+                         metrics=("gauss_w2",), n_eval=200, n_ref=200, path="samples")
     headline = result.headline().set_index("metric").loc["gauss_w2"]
     assert headline.mad_ratio - headline.mad_ratio_ci > 1.5
     assert headline.convergence_ratio > 1.5
@@ -60,10 +60,28 @@ def test_a_killed_run_keeps_its_finished_generations(tmp_path, tiny):
     from madloop import store
 
     result = madloop.run(out=tmp_path / "r", **tiny)
-    # Rebuild the state a crash leaves: part files for the finished generations only, no final table.
-    (tmp_path / "r" / "table.parquet").unlink()
+    # Rebuild the state a crash leaves: part files for the finished generations only, no final tables.
+    for kind in store.KINDS:
+        (tmp_path / "r" / kind.file).unlink()
     rows = result.table[result.table.gen <= 2]
     for gen, df in rows.groupby("gen"):
-        store.append(tmp_path / "r", 0, int(gen), df)
+        store.append(tmp_path / "r", store.ROWS, 0, int(gen), df)
     partial = madloop.load(tmp_path / "r").table
     pd.testing.assert_frame_equal(partial, rows.reset_index(drop=True))
+
+
+def test_summary_covers_every_run_when_only_some_keep_rows(tmp_path, tiny):
+    settings = {**tiny, "runs": RUNS_PER_BLOCK + 50}
+    full = madloop.run(out=tmp_path / "full", **settings)
+    part = madloop.run(out=tmp_path / "part", store_runs=100, **settings)
+    assert set(part.table.run) == set(range(100))
+    cols = ["metric", "gen", "n", "mean", "sem", "ci_low", "ci_high", "mad_ratio", "mad_ratio_low", "mad_ratio_high"]
+    pd.testing.assert_frame_equal(full.summary()[cols], part.summary()[cols])
+    # and the sums over chunks give what the per-run table gives directly
+    t = full.table[(full.table.metric == "w2")].pivot(index="run", columns="gen", values="value")
+    row = full.summary().set_index(["metric", "gen"]).loc[("w2", 3)]
+    assert row.n == settings["runs"]
+    assert row["mean"] == pytest.approx(t[3].mean())
+    assert row["sem"] == pytest.approx(t[3].std(ddof=1) / np.sqrt(len(t)))
+    assert row.mad_ratio == pytest.approx(t[3].mean() / t[1].mean())
+    assert row["median"] == pytest.approx(t[3].median())

@@ -1,0 +1,141 @@
+"""Crashes lose nothing: a killed run resumes to the identical table; two writers never mix."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import madloop
+from madloop import store
+from madloop.backends import backend
+from madloop.models.gaussian import Gaussian, GaussianModel
+
+VALUES = ["run", "gen", "metric", "value"]
+# Slow enough to be killed mid-way: exact W2 on 300 points for every run and generation.
+SLOW = ["--runs", "12", "--gens", "30", "--n-eval", "300", "--n-ref", "300", "--path", "samples", "--metrics", "w2,gauss_w2",
+        "--loop", "augmentation", "--jobs", "2", "--checkpoint-s", "0", "--no-progress", "--no-plot"]
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "madloop.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_mid_generation_then_resume_gives_the_uninterrupted_table(tmp_path):
+    assert cli("run", *SLOW, "--out", "whole", cwd=tmp_path).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "madloop.cli", "run", *SLOW, "--out", "killed"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = tmp_path / "killed" / store.PARTS
+    deadline = time.time() + 120
+    while len(list(parts.glob("state-*.pkl"))) < 1 or len(list(parts.glob("moments-*"))) < 12:
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers, wherever they are
+    proc.wait()
+    assert not store.is_finished(tmp_path / "killed")
+    done = cli("resume", "killed", "--jobs", "1", "--no-progress", "--no-plot", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    whole = pd.read_parquet(tmp_path / "whole" / "table.parquet")[VALUES]
+    resumed = pd.read_parquet(tmp_path / "killed" / "table.parquet")[VALUES]
+    pd.testing.assert_frame_equal(whole, resumed)
+    summary = ["metric", "gen", "n", "mean", "sem", "mad_ratio", "mad_ratio_low"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole" / "summary.csv")[summary],
+                                  pd.read_csv(tmp_path / "killed" / "summary.csv")[summary])
+    assert "resume:" in (tmp_path / "killed" / "log.txt").read_text()
+
+
+@dataclass(frozen=True)
+class Crashing(Gaussian):
+    """The Gaussian family, but the process 'dies' while training generation ``crash_at``."""
+
+    crash_at = None
+
+    def fit(self, data, rng):
+        if rng.gen == Crashing.crash_at:
+            raise RuntimeError("simulated crash")
+        return super().fit(data, rng)
+
+
+@pytest.mark.parametrize("crash_at", [2, 4, 6])
+def test_resume_after_a_crash_in_any_generation(tmp_path, tiny, crash_at):
+    madloop.MODELS.register("crashing", replace=True)(Crashing)
+    settings = {**tiny, "gens": 6, "loop": "fresh", "accumulate": True, "model": "crashing"}
+    whole = madloop.run(out=tmp_path / "whole", **settings)
+    Crashing.crash_at = crash_at
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            madloop.execute(whole.config, out=tmp_path / "crashed", checkpoint_s=0)
+    finally:
+        Crashing.crash_at = None
+    assert set(store.read_table(tmp_path / "crashed").gen) == set(range(crash_at))
+    resumed = madloop.runner.resume(tmp_path / "crashed")
+    pd.testing.assert_frame_equal(resumed.table[VALUES], whole.table[VALUES])
+    pd.testing.assert_frame_equal(resumed.summary(), whole.summary())
+
+
+def test_a_second_writer_is_refused(tmp_path, tiny):
+    madloop.run(out=tmp_path / "r", **tiny)
+    (tmp_path / "r" / store.SUMMARY).unlink()  # looks unfinished, so `resume` would write
+    with store.locked(tmp_path / "r"):
+        busy = cli("resume", "r", "--no-progress", cwd=tmp_path)
+    assert busy.returncode == 2 and "is busy: another madloop process (pid" in busy.stderr
+    assert busy.stderr.count("\n") == 1
+
+
+def test_a_truncated_results_file_is_reported_not_ignored(tmp_path, tiny):
+    madloop.run(out=tmp_path / "r", **tiny)
+    data = (tmp_path / "r" / "table.parquet").read_bytes()
+    (tmp_path / "r" / "table.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(madloop.MadloopError, match="corrupted or truncated"):
+        madloop.load(tmp_path / "r")
+
+
+def test_a_diverging_model_stops_with_run_and_generation_and_is_recorded(tmp_path, tiny):
+    @dataclass(frozen=True)
+    class Exploding(Gaussian):
+        """Run 2's fit turns to NaN at generation 3."""
+
+        def fit(self, data, rng):
+            model = super().fit(data, rng)
+            if rng.gen == 3:
+                model.mean[2 - 0] = np.nan
+            return GaussianModel(model.mean, model.cov)
+
+    madloop.MODELS.register("exploding", replace=True)(Exploding)
+    with pytest.raises(madloop.MadloopError, match=r"generation 3: run 2 \(and 0 more\) produced non-finite samples"):
+        madloop.run(out=tmp_path / "r", model="exploding", **tiny)
+    table = store.read_table(tmp_path / "r")
+    failed = table[table.metric == "failed"]
+    assert list(failed.run) == [2] and list(failed.gen) == [3]
+    assert set(table[table.metric == "w2"].gen) == {0, 1, 2}  # what finished before is kept
+    assert "stopped: MadloopError" in (tmp_path / "r" / "log.txt").read_text()
+
+
+def test_loky_and_a_local_dask_cluster_give_identical_sweeps(tmp_path):
+    pytest.importorskip("distributed")
+    settings = dict(runs=2010, gens=3, n_real=20, n_synth=20, n_eval=30, n_ref=30, path="samples",
+                    metrics=("gauss_w2", "sliced_w2"))
+    loky = madloop.sweep({"lam": [1.0, 0.6]}, out=tmp_path / "loky", jobs=2, **settings)
+    with backend("dask", workers=2):
+        dask = madloop.sweep({"lam": [1.0, 0.6]}, out=tmp_path / "dask", jobs=2, **settings)
+    pd.testing.assert_frame_equal(loky.table[VALUES + ["lam"]], dask.table[VALUES + ["lam"]])
+
+
+def test_an_interrupted_sweep_resumes(tmp_path, tiny):
+    from madloop.sweep import resume_sweep
+
+    whole = madloop.sweep({"lam": [1.0, 0.5, 0.8]}, out=tmp_path / "s", **tiny)
+    # A crash after the first point: the second point half-written, the third never started.
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / "point-002")
+    for kind in store.KINDS:
+        (tmp_path / "s" / "point-001" / kind.file).unlink()
+    (tmp_path / "s" / "point-001" / store.SUMMARY).unlink()
+    resumed = resume_sweep(tmp_path / "s")
+    pd.testing.assert_frame_equal(resumed.table[VALUES + ["lam"]], whole.table[VALUES + ["lam"]])
