@@ -57,7 +57,7 @@ class RunConfig:
     budget: int | None = None
     lam: float = 1.0
     gens: int = 50
-    runs: int = 100
+    runs: int = 1000
     seed: int = 0
     metrics: tuple[str, ...] = ("w2", "gauss_w2", "mean_err", "cov_err")
     every: int = 1

@@ -40,17 +40,19 @@ class Evaluation:
         return self.reference.reshape(len(self.reference), -1)
 
 
-def register(name: str, *, batched: bool = False, model: bool = False, replace: bool = False):
+def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, replace: bool = False):
     """Register a metric.
 
     By default ``fn(samples, reference) -> float`` is called once per run. ``batched=True``: ``fn(ev)``
     gets the ``Evaluation`` and returns one value per run. ``model=True`` marks a metric of the fitted
-    model, which has no value for the real-data floor (generation 0).
+    model, which has no value for the real-data floor (generation 0). ``distance=False`` marks a
+    quantity that is not a distance to p_r (a trace, a log-determinant): it gets no MAD-ratio plot.
     """
 
     def add(fn: Callable) -> Callable:
         metric = fn if batched else _per_run(fn)
         metric.needs_model = model
+        metric.distance = distance
         METRICS.register(name, replace=replace)(metric)
         return fn
 
@@ -143,7 +145,7 @@ def _model_moments(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
     return ev.model.moments()
 
 
-@register("model_trace", batched=True, model=True)
+@register("model_trace", batched=True, model=True, distance=False)
 def model_trace(ev: Evaluation) -> np.ndarray:
     """Trace of the fitted model's covariance."""
     return np.einsum("...ii->...", _model_moments(ev)[1])
@@ -159,7 +161,7 @@ def logdet(cov: np.ndarray) -> np.ndarray:
     return np.where(sign > 0, value, -np.inf)
 
 
-@register("model_logdet", batched=True, model=True)
+@register("model_logdet", batched=True, model=True, distance=False)
 def model_logdet(ev: Evaluation) -> np.ndarray:
     """Log-determinant of the fitted model's covariance."""
     return logdet(_model_moments(ev)[1])

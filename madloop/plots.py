@@ -15,12 +15,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from madloop.registry import METRICS  # noqa: E402
 from madloop.results import Result  # noqa: E402
 
 METRIC_LABELS = {
-    "w2": "W2 (exact)", "sliced_w2": "sliced W2", "gauss_w2": "Gaussian-fit W2", "mean_err": "mean error",
-    "cov_err": "covariance error (Frobenius)", "model_trace": "tr Σ_t", "model_logdet": "log det Σ_t",
+    "w2": "W2 to the reference (exact OT)", "sliced_w2": "sliced W2", "gauss_w2": "Gaussian-fit W2",
+    "mean_err": "mean error", "cov_err": "covariance error (Frobenius)", "model_trace": "tr Σ_t",
+    "model_logdet": "log det Σ_t", "true_w2": "W2(G^t, p_r), closed form", "true_kl": "KL(p_r ‖ G^t)",
+    "true_kl_rev": "KL(G^t ‖ p_r)", "true_mean_err": "‖μ_t − μ‖", "true_cov_err": "‖Σ_t − Σ‖_F",
+    "precision": "precision (k-NN)", "recall": "recall (k-NN)",
 }
+
+
+def is_distance(metric: str) -> bool:
+    return getattr(METRICS[metric], "distance", True) if metric in METRICS else True
 
 
 def describe(result: Result) -> str:
@@ -48,15 +56,23 @@ def plot_runs(results: Sequence[Result], out: str | Path, labels: Sequence[str] 
             floor = df[df.gen == 0]
             if len(floor):
                 top.axhline(float(floor["mean"].iloc[0]), color=color, linestyle=":", linewidth=1.2)
-            bottom.plot(gens.gen, gens.mad_ratio, color=color)
-            bottom.fill_between(gens.gen, gens.mad_ratio_low, gens.mad_ratio_high, color=color, alpha=0.25, linewidth=0)
+            if is_distance(metric):
+                bottom.plot(gens.gen, gens.mad_ratio, color=color)
+                bottom.fill_between(gens.gen, gens.mad_ratio_low, gens.mad_ratio_high, color=color, alpha=0.25, linewidth=0)
+            elif "median" in gens:
+                bottom.plot(gens.gen, gens["median"], color=color)
+                bottom.fill_between(gens.gen, gens.q05, gens.q95, color=color, alpha=0.15, linewidth=0)
         top.set_title(METRIC_LABELS.get(metric, metric))
-        bottom.axhline(1.0, color="0.5", linewidth=0.8)
+        if is_distance(metric):
+            bottom.axhline(1.0, color="0.5", linewidth=0.8)
+            bottom.set_ylabel("MAD ratio  E[d_t] / E[d_1]" if i == 0 else "MAD ratio")
+        else:
+            bottom.set_ylabel("median, 5–95% of runs")
         bottom.set_xlabel("generation t")
         top.grid(alpha=0.3)
         bottom.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("mean over runs (95% CI)\n··· real-data floor")
-    axes[1, 0].set_ylabel("MAD ratio  E[d_t] / E[d_1]")
+    has_floor = any((s.gen == 0).any() for s in summaries)
+    axes[0, 0].set_ylabel("mean over runs (95% CI)" + ("\n··· real-data floor" if has_floor else ""))
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", ncol=min(len(names), 3), frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
