@@ -5,6 +5,7 @@ of the chosen data source, model and algorithm are flags too (``--omega 3``, ``-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,6 +17,18 @@ import typer
 from madloop import backends
 from madloop.config import COMPONENTS, PRESETS, _option_types, resolve, takes_tuple
 from madloop.errors import MadloopError
+
+class Interrupted(Exception):
+    """Ctrl-C during a run (typer would otherwise swallow the KeyboardInterrupt)."""
+
+
+@contextlib.contextmanager
+def _stoppable():
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Simulate self-consuming generative-model loops (MAD) and their remedies.")
@@ -107,7 +120,7 @@ def run(
         typer.echo(cfg.to_toml(), nl=False)
         return
     typer.echo(f"madloop: {cfg.loop} loop, {cfg.model} model, {cfg.algo} training; {cfg.runs} runs x {cfg.gens} generations, jobs={jobs}", err=True)
-    with backends.backend(backend, scheduler, jobs):
+    with _stoppable(), backends.backend(backend, scheduler, jobs):
         result = _with_progress(cfg, progress, lambda update: execute(cfg, out=out, jobs=jobs, force=force, on_progress=update,
                                                                       checkpoint_s=checkpoint_s))
     _report(result, plot)
@@ -156,7 +169,7 @@ def resume(
     from madloop.runner import resume as resume_run
     from madloop.sweep import SWEEP, resume_sweep
 
-    with backends.backend(backend, scheduler, jobs):
+    with _stoppable(), backends.backend(backend, scheduler, jobs):
         if (run_dir / SWEEP).is_file():
             result = resume_sweep(run_dir, jobs=jobs, checkpoint_s=checkpoint_s)
             result.summary().to_csv(run_dir / "summary.csv", index=False)
@@ -234,7 +247,7 @@ def sweep(
     common = {k: v for k, v in settings.items() if k not in axes}
     if not axes:
         raise MadloopError("a sweep needs at least one axis: a flag with comma-separated values, e.g. --lam 1,0.7,0.5")
-    with backends.backend(backend, scheduler, jobs):
+    with _stoppable(), backends.backend(backend, scheduler, jobs):
         result = run_sweep(axes, out=out, jobs=jobs, force=force, preset=preset, config_file=config,
                            checkpoint_s=checkpoint_s, **common)
     path = out / "summary.csv"
@@ -268,7 +281,7 @@ def main() -> None:
     except MadloopError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except (Interrupted, typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted: the run directory keeps what finished; continue with `madloop resume DIR`", err=True)
         sys.exit(130)
     except _usage_errors() as err:

@@ -93,3 +93,56 @@ def test_bad_run_directories_for_plot(monkeypatch, capsys, tmp_path):
     (tmp_path / "newer" / "config.json").write_text('{"format": 99, "config": {}}')
     code, err = cli(monkeypatch, capsys, "plot", "newer")
     assert code == 2 and "newer madloop" in err
+
+
+def test_bad_run_directories_and_files(monkeypatch, capsys, tmp_path):
+    import madloop
+    from madloop import store
+
+    monkeypatch.chdir(tmp_path)
+    run = ["run", "--runs", "3", "--gens", "2", "--no-progress", "--no-plot"]
+    assert cli(monkeypatch, capsys, *run, "--out", "r")[0] == 0
+    # A corrupted config.json.
+    (tmp_path / "r" / "config.json").write_text("{not json")
+    code, err = cli(monkeypatch, capsys, "plot", "r")
+    assert code == 2 and "config.json is corrupted" in err
+    # A corrupted checkpoint is reported, never skipped.
+    assert cli(monkeypatch, capsys, *run, "--out", "c")[0] == 0
+    (tmp_path / "c" / "summary.csv").unlink()
+    (tmp_path / "c" / store.PARTS).mkdir()
+    (tmp_path / "c" / store.PARTS / "state-r00000000.pkl").write_bytes(b"garbage")
+    code, err = cli(monkeypatch, capsys, "resume", "c", "--no-progress")
+    assert code == 2 and "checkpoint" in err and "corrupted" in err and "delete it" in err
+    # Not a run at all.
+    code, err = cli(monkeypatch, capsys, "resume", "nowhere")
+    assert code == 2 and "not a madloop run or sweep directory" in err
+    assert madloop  # imported for the side effect of registering components
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lam", "1"], "a sweep needs at least one axis"),
+    (["--lam", "1,2"], "lam must be in (0, 1], got 2"),
+    (["--lam", "1,0.5", "--backend", "spark"], "unknown backend 'spark'; choose from: loky, dask, ray"),
+    (["--lam", "1,0.5", "--scheduler", "tcp://127.0.0.1:9"], "--scheduler goes with --backend dask"),
+])
+def test_bad_sweeps(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli(monkeypatch, capsys, "sweep", "--out", "s", "--runs", "2", "--gens", "2", *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_folder_is_not_reused_without_force(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    sweep = ["sweep", "--out", "s", "--runs", "2", "--gens", "2", "--lam", "1,0.5"]
+    assert cli(monkeypatch, capsys, *sweep)[0] == 0
+    code, err = cli(monkeypatch, capsys, *sweep)
+    assert code == 2 and "already holds a sweep; resume it with `madloop resume s`" in err
+
+
+def test_a_missing_optional_backend_says_how_to_install_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    code, err = cli(monkeypatch, capsys, "run", "--runs", "2", "--gens", "2", "--backend", "ray", "--out", "o")
+    assert code == 2 and "pip install 'madloop[ray]'" in err
+    assert not (tmp_path / "o").exists()

@@ -139,3 +139,20 @@ def test_an_interrupted_sweep_resumes(tmp_path, tiny):
     (tmp_path / "s" / "point-001" / store.SUMMARY).unlink()
     resumed = resume_sweep(tmp_path / "s")
     pd.testing.assert_frame_equal(resumed.table[VALUES + ["lam"]], whole.table[VALUES + ["lam"]])
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_directory(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "madloop.cli", "run", *SLOW, "--out", "r"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    parts = tmp_path / "r" / store.PARTS
+    deadline = time.time() + 120
+    while len(list(parts.glob("moments-*"))) < 5:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "madloop resume" in err and "Traceback" not in err
+    assert "interrupted" in (tmp_path / "r" / "log.txt").read_text()
+    done = cli("resume", "r", "--no-progress", "--no-plot", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(pd.read_parquet(tmp_path / "r" / "table.parquet")) == 12 * 31 * 2
