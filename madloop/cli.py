@@ -133,6 +133,9 @@ def _report(result, plot: bool) -> None:
     typer.echo(f"results: {result.path}  (table.parquet, summary.csv, log.txt)")
     for f in figures:
         typer.echo(f"figure:  {f}")
+    train_s, eval_s = result.timing()
+    typer.echo(f"time:    {train_s + eval_s:.1f} s in the loop, of which metrics {eval_s:.1f} s "
+               f"({100 * eval_s / max(train_s + eval_s, 1e-9):.0f}%), summed over chunks (stored runs' chunks)")
     typer.echo(headline_text(result.headline()))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 import ot
+import torch
 
 from madloop.models.gaussian import moments
 from madloop.registry import METRICS
@@ -81,28 +82,45 @@ def w2(ev: Evaluation) -> np.ndarray:
         return np.array(list(pool.map(lambda x: w2_exact(x, y), ev.points)))
 
 
-def w2_1d_squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Exact squared W2 between 1D empirical measures along the last-but-one axis (sizes may differ).
-
-    x: (..., n, L) and y: (m, L) sorted along their sample axis; returns (..., L). Both quantile
-    functions are constant between the merged breakpoints {i/n} U {j/m}.
-    """
-    n, m = x.shape[-2], y.shape[-2]
+def quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where two empirical quantile functions (n and m points) are both constant: the merged breakpoints
+    {i/n} U {j/m}. Returns, per piece, the index into each sorted sample and the piece's width."""
     u = np.union1d(np.arange(n + 1) / n, np.arange(m + 1) / m)
-    mid, width = (u[1:] + u[:-1]) / 2, np.diff(u)
-    ix, iy = np.minimum((mid * n).astype(int), n - 1), np.minimum((mid * m).astype(int), m - 1)
-    return np.einsum("k,...kl->...l", width, (x[..., ix, :] - y[iy, :]) ** 2)
+    mid = (u[1:] + u[:-1]) / 2
+    return np.minimum((mid * n).astype(int), n - 1), np.minimum((mid * m).astype(int), m - 1), np.diff(u)
+
+
+def w2_1d_squared(x, y):
+    """Exact squared W2 between 1D empirical measures: x (runs, n, L), y (m, L), both sorted along the
+    sample axis (sizes may differ); returns (runs, L). NumPy arrays or torch tensors."""
+    n, m = x.shape[1], y.shape[0]
+    if n == m:
+        return ((x - y) ** 2).mean(1)
+    ix, iy, width = quantile_grid(n, m)
+    if isinstance(x, torch.Tensor):
+        ix, iy, width = (torch.as_tensor(a, device=x.device) for a in (ix, iy, width.astype(np.float64)))
+    return ((x[:, ix] - y[iy]) ** 2 * width[:, None]).sum(1)
+
+
+def _sort(a, axis: int):
+    return torch.sort(a, dim=axis).values if isinstance(a, torch.Tensor) else np.sort(a, axis=axis)
 
 
 @register("sliced_w2", batched=True)
 def sliced_w2(ev: Evaluation, projections: int = 128) -> np.ndarray:
-    """Sliced W2: root-mean over random unit directions (shared by all runs) of the exact 1D W2^2."""
-    d = ev.points.shape[-1]
-    theta = ev.rng.standard_normal((d, projections))
+    """Sliced W2: root-mean over random unit directions (shared by all runs) of the exact 1D W2^2.
+
+    On a GPU (when torch sees one) the projections are sorted there; on a CPU NumPy sorts faster than
+    torch. Runs go in slices that bound memory."""
+    theta = ev.rng.standard_normal((ev.points.shape[-1], projections))
     theta /= np.linalg.norm(theta, axis=0, keepdims=True)
-    x = np.sort(ev.points @ theta, axis=1)
-    y = np.sort(ev.reference_points @ theta, axis=0)
-    return np.sqrt(w2_1d_squared(x, y).mean(-1))
+    x, y = ev.points, ev.reference_points
+    if torch.cuda.is_available():
+        x, y, theta = (torch.as_tensor(a, device="cuda") for a in (x, y, theta))
+    y = _sort(y @ theta, 0)
+    step = max(1, 2**24 // ((x.shape[1] + y.shape[0]) * projections))
+    out = [w2_1d_squared(_sort(x[i : i + step] @ theta, 1), y).mean(-1) ** 0.5 for i in range(0, len(x), step)]
+    return torch.cat(out).cpu().numpy() if isinstance(out[0], torch.Tensor) else np.concatenate(out)
 
 
 def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:

@@ -100,6 +100,11 @@ class Result:
     def summary(self) -> pd.DataFrame:
         return summarize(self.moments, self.table)
 
+    def timing(self) -> tuple[float, float]:
+        """Seconds spent training and sampling, and computing metrics, summed over the stored chunks' generations."""
+        per_gen = self.table.drop_duplicates(["gen", "train_s", "eval_s"])  # one row per chunk and generation
+        return float(per_gen.train_s.sum()), float(per_gen.eval_s.sum())
+
     def convergence_ratio(self, metric: str) -> tuple[float, float]:
         """Mean over generations t >= 20 of E[d_t], over E[d_1], with its 95% CI half-width (NaN if T < 20)."""
         rows = self.convergence[self.convergence.metric == metric]

@@ -1,6 +1,7 @@
 import numpy as np
 import ot
 import pytest
+import torch
 
 from madloop.metrics import Evaluation, gaussian_w2, w2_1d_squared, w2_exact
 from madloop.registry import METRICS
@@ -27,13 +28,26 @@ def test_1d_w2_with_unequal_sizes_matches_pot():
     rng = np.random.default_rng(2)
     x, y = np.sort(rng.standard_normal(7)), np.sort(rng.standard_normal(11) + 0.3)
     expected = ot.emd2(np.full(7, 1 / 7), np.full(11, 1 / 11), ot.dist(x[:, None], y[:, None]))
-    assert w2_1d_squared(x[:, None], y[:, None])[0] == pytest.approx(expected)
+    assert w2_1d_squared(x[None, :, None], y[:, None])[0, 0] == pytest.approx(expected)
+    got = w2_1d_squared(torch.as_tensor(x)[None, :, None], torch.as_tensor(y)[:, None])  # the GPU code path, on CPU
+    assert float(got[0, 0]) == pytest.approx(expected)
 
 
 def test_sliced_w2_in_1d_is_exact_w2():
     rng = np.random.default_rng(3)
-    x, y = rng.standard_normal((1, 20, 1)), rng.standard_normal((13, 1))
-    assert METRICS["sliced_w2"](ev(x, y))[0] == pytest.approx(w2_exact(x[0], y))
+    x, y = rng.standard_normal((3, 20, 1)), rng.standard_normal((13, 1))
+    np.testing.assert_allclose(METRICS["sliced_w2"](ev(x, y)), [w2_exact(run, y) for run in x])
+
+
+def test_sliced_w2_of_a_translation_and_of_rotated_copies():
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal((200, 2))
+    # Shifting by c moves every 1D projection by <c, theta>: sliced W2^2 = mean over directions of <c, theta>^2.
+    c = np.array([3.0, 0.0])
+    theta = np.random.default_rng(0).standard_normal((2, 128))
+    theta /= np.linalg.norm(theta, axis=0)
+    expected = np.sqrt(((c @ theta) ** 2).mean())
+    assert METRICS["sliced_w2"](ev((y + c)[None], y, seed=0))[0] == pytest.approx(expected)
 
 
 def test_gaussian_w2_closed_form():
