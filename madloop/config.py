@@ -125,6 +125,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gmm-grid": dict(data="mixture", model="gmm", data_options={"layout": "grid", "k": 9}, model_options={"k": 9}, n_real=500, n_synth=500, gens=20, runs=20, metrics=("w2", "sliced_w2")),
 }
 
+# Settings a choice of algorithm or model family implies unless given (lowest precedence after the
+# defaults): `--algo sims` alone runs SIMS on the 2D diffusion model at a size a laptop CPU finishes.
+IMPLIED: dict[str, dict[str, dict[str, Any]]] = {
+    "algo": {"sims": dict(model="ddpm")},
+    "model": {
+        "ddpm": dict(runs=8, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, metrics=("gauss_w2", "sliced_w2")),
+        "edm": dict(runs=8, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, metrics=("gauss_w2", "sliced_w2")),
+    },
+}
+
+
+def implied_layers(layers: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The IMPLIED settings of the algorithm and model family that ``layers`` choose (model's first)."""
+    def chosen(name: str, fallback: str) -> str:
+        return next((layer[name] for layer in reversed(layers) if name in layer), fallback)
+
+    by_algo = IMPLIED["algo"].get(chosen("algo", RunConfig.algo), {})
+    model = chosen("model", by_algo.get("model", RunConfig.model))
+    return [IMPLIED["model"].get(model, {}), by_algo]
+
+
 CORE_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"data_options", "model_options", "algo_options"}
 COMPONENTS = {"data": DATA, "model": MODELS, "algo": ALGOS}
 
@@ -162,6 +183,7 @@ def resolve(settings: Mapping[str, Any] = (), *, preset: str | None = None, conf
     if config_file is not None:
         layers.append(read_config_file(config_file))
     layers.append(dict(settings))
+    layers = implied_layers(layers) + layers
     options: dict[str, dict[str, Any]] = {kind: {} for kind in COMPONENTS}
     for layer in layers:
         for key, value in layer.items():
@@ -268,6 +290,11 @@ def validate(cfg: RunConfig) -> None:
         registry[getattr(cfg, name)]  # raises with the valid choices
     for name in cfg.metrics:
         METRICS[name]
+    missing = [cap for cap in getattr(ALGOS[cfg.algo], "needs", ()) if not hasattr(MODELS[cfg.model], cap)]
+    if missing:
+        able = [m for m in MODELS.names() if all(hasattr(MODELS[m], c) for c in getattr(ALGOS[cfg.algo], "needs", ()))]
+        raise MadloopError(f"algorithm '{cfg.algo}' needs a model family that can {' and '.join(missing)}; "
+                           f"'{cfg.model}' cannot (use one of: {', '.join(able)})")
     for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref", "store_runs"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -181,7 +181,9 @@ def logdet(cov: np.ndarray) -> np.ndarray:
 
 @register("model_logdet", batched=True, model=True, distance=False)
 def model_logdet(ev: Evaluation) -> np.ndarray:
-    """Log-determinant of the fitted model's covariance."""
+    """Log-determinant of the fitted model's covariance (the model's own, exact even deep in a collapse, if it has one)."""
+    if hasattr(ev.model, "logdet"):
+        return np.asarray(ev.model.logdet(), dtype=float)
     return logdet(_model_moments(ev)[1])
 
 

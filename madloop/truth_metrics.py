@@ -3,18 +3,20 @@
 They read the model's ``moments()`` and the Evaluation's ``truth`` (p_r's mean and covariance), so no
 sample is drawn: exact, and fast enough for a million runs per generation.
 
-KL divergences go through the fit relative to the truth, M = W Sigma_t W^T and v = W (mu_t - mu) with
-W Sigma W^T = I (the eigenvalues of M are those of Sigma^-1 Sigma_t):
+With M = Sigma^-1 Sigma_t (the fit relative to the truth) and the mean gap u = mu_t - mu:
 
-    KL(p_r || G^t) = (tr M^-1 + v^T M^-1 v - d + log det M) / 2
-    KL(G^t || p_r) = (tr M + |v|^2 - d - log det M) / 2
+    KL(p_r || G^t) = (tr M^-1 + u^T Sigma_t^-1 u - d + log det M) / 2
+    KL(G^t || p_r) = (tr M + u^T Sigma^-1 u - d - log det M) / 2
 
-A singular Sigma_t (M not positive definite, to working precision) gives inf in both directions: p_r has
-mass off G^t's support, and G^t puts all its mass on a set that p_r gives none.
+A singular Sigma_t gives inf in both directions: p_r has mass off G^t's support, and G^t puts all its
+mass on a set to which p_r gives none. Singular here means to working precision: a relative eigenvalue
+(or, at d = 2, a determinant relative to a c) below a few float64 epsilons, which rounding of Sigma_t
+cannot tell from zero.
 
-At d = 2 the invariants of M, and the Bures term of W2, use closed 2 x 2 formulas (det, adjugate, and
-tr sqrt(Sigma^1/2 Sigma_t Sigma^1/2) = sqrt(tr(Sigma Sigma_t) + 2 sqrt(det Sigma det Sigma_t))); other
-dimensions use batched eigendecompositions, a few times slower.
+At d = 2 these invariants, and the Bures term of W2, are closed 2 x 2 formulas in the entries of Sigma_t
+(det, adjugate, and tr sqrt(Sigma^1/2 Sigma_t Sigma^1/2) = sqrt(tr(Sigma Sigma_t) + 2 sqrt(det Sigma
+det Sigma_t))): elementwise arithmetic over runs, with no batched linear algebra. Other dimensions whiten
+by the truth and use batched eigendecompositions, several times slower.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from madloop.metrics import Evaluation, _model_moments, gaussian_w2, register
+
+TINY = 4 * np.finfo(float).eps  # relative size below which an eigenvalue is lost in rounding
 
 
 def fit_and_truth(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -34,45 +38,53 @@ def fit_and_truth(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return mean_t, cov_t, mu, Sigma
 
 
-def relative_fit(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
-    """M = W Sigma_t W^T (runs, d, d) and v = W (mu_t - mu) (runs, d), with W = chol(Sigma)^-1."""
+def entries(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, c) of a stack of symmetric 2 x 2 matrices [[a, b], [b, c]]."""
+    return cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
+
+
+def pair(S: np.ndarray, a, b, c):
+    """tr(S X) for a symmetric 2 x 2 S and the symmetric X = [[a, b], [b, c]] (also x^T S x with X = x x^T)."""
+    return S[0, 0] * a + 2 * S[0, 1] * b + S[1, 1] * c
+
+
+def invariants(ev: Evaluation) -> tuple[np.ndarray, ...]:
+    """Per run: Sigma_t positive definite?, tr M, log det M, tr M^-1, u^T Sigma^-1 u, u^T Sigma_t^-1 u.
+
+    M = Sigma^-1 Sigma_t and u = mu_t - mu; the terms with an inverse of Sigma_t are finite only where it is
+    positive definite (the caller replaces them there).
+    """
     mean_t, cov_t, mu, Sigma = fit_and_truth(ev)
-    W = np.linalg.inv(np.linalg.cholesky(Sigma))
-    d = len(mu)
-    # vec(W C W^T) = (W kron W) vec(C): one (runs, d^2) x (d^2, d^2) product.
-    M = (cov_t.reshape(-1, d * d) @ np.kron(W, W).T).reshape(-1, d, d)
-    return M, (mean_t - mu) @ W.T
-
-
-def invariants(M: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per run: positive definite?, tr M, log det M, tr M^-1, v^T M^-1 v (the last two finite where PD)."""
-    if M.shape[-1] == 2:
-        det = M[:, 0, 0] * M[:, 1, 1] - M[:, 0, 1] ** 2
-        pd = (det > 0) & (M[:, 0, 0] > 0)
+    u, P = mean_t - mu, np.linalg.inv(Sigma)
+    if len(mu) == 2:
+        a, b, c = entries(cov_t)
+        det = a * c - b**2
+        pd = (a > 0) & (det > TINY * a * c)
         det = np.where(pd, det, 1.0)
-        trace = M[:, 0, 0] + M[:, 1, 1]
-        quad = M[:, 1, 1] * v[:, 0] ** 2 - 2 * M[:, 0, 1] * v[:, 0] * v[:, 1] + M[:, 0, 0] * v[:, 1] ** 2
-        return pd, trace, np.log(det), trace / det, quad / det
-    ell, V = np.linalg.eigh(M)
-    pd = ell[:, 0] > 0
+        uu = (u[:, 0] ** 2, u[:, 0] * u[:, 1], u[:, 1] ** 2)
+        trace_inv, quad_inv = pair(Sigma, c, -b, a) / det, (c * uu[0] - 2 * b * uu[1] + a * uu[2]) / det
+        return pd, pair(P, a, b, c), np.log(det / np.linalg.det(Sigma)), trace_inv, pair(P, *uu), quad_inv
+    # Whiten by the truth, W Sigma W^T = I: M ~ W Sigma_t W^T, and diagonalise that.
+    W = np.linalg.inv(np.linalg.cholesky(Sigma))
+    ell, V = np.linalg.eigh(W @ cov_t @ W.T)
+    pd = ell[:, 0] > TINY * len(mu) * np.abs(ell[:, -1])
     ell = np.where(pd[:, None], ell, 1.0)
-    return pd, ell.sum(-1), np.log(ell).sum(-1), (1 / ell).sum(-1), ((v[:, None, :] @ V)[:, 0] ** 2 / ell).sum(-1)
+    w = (u @ W.T)[:, None, :] @ V
+    return pd, ell.sum(-1), np.log(ell).sum(-1), (1 / ell).sum(-1), (u @ P * u).sum(-1), (w[:, 0] ** 2 / ell).sum(-1)
 
 
 @register("true_kl", batched=True, model=True)
 def true_kl(ev: Evaluation) -> np.ndarray:
     """KL(p_r || G^t) in nats; inf where Sigma_t is singular."""
-    M, v = relative_fit(ev)
-    pd, _, logdet, trace_inv, quad_inv = invariants(M, v)
-    return np.where(pd, (trace_inv + quad_inv - M.shape[-1] + logdet) / 2, np.inf)
+    pd, _, logdet, trace_inv, _, quad_inv = invariants(ev)
+    return np.where(pd, (trace_inv + quad_inv - ev.truth[0].shape[0] + logdet) / 2, np.inf)
 
 
 @register("true_kl_rev", batched=True, model=True)
 def true_kl_rev(ev: Evaluation) -> np.ndarray:
     """KL(G^t || p_r) in nats; inf where Sigma_t is singular."""
-    M, v = relative_fit(ev)
-    pd, trace, logdet, _, _ = invariants(M, v)
-    return np.where(pd, (trace + (v**2).sum(-1) - M.shape[-1] - logdet) / 2, np.inf)
+    pd, trace, logdet, _, quad, _ = invariants(ev)
+    return np.where(pd, (trace + quad - ev.truth[0].shape[0] - logdet) / 2, np.inf)
 
 
 @register("true_w2", batched=True, model=True)
@@ -81,9 +93,9 @@ def true_w2(ev: Evaluation) -> np.ndarray:
     mean_t, cov_t, mu, Sigma = fit_and_truth(ev)
     if len(mu) != 2:
         return gaussian_w2(mean_t, cov_t, mu, Sigma)
-    det_t = np.clip(cov_t[:, 0, 0] * cov_t[:, 1, 1] - cov_t[:, 0, 1] ** 2, 0.0, None)
-    cross = np.sqrt(np.clip(np.einsum("rij,ji->r", cov_t, Sigma) + 2 * np.sqrt(det_t * np.linalg.det(Sigma)), 0.0, None))
-    bures = np.trace(cov_t, axis1=-2, axis2=-1) + np.trace(Sigma) - 2 * cross
+    a, b, c = entries(cov_t)
+    cross = np.sqrt(np.clip(pair(Sigma, a, b, c) + 2 * np.sqrt(np.clip(a * c - b**2, 0.0, None) * np.linalg.det(Sigma)), 0.0, None))
+    bures = a + c + np.trace(Sigma) - 2 * cross
     return np.sqrt(np.clip(((mean_t - mu) ** 2).sum(-1) + bures, 0.0, None))
 
 

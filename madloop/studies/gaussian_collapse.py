@@ -18,14 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from scipy import stats
 from scipy.special import digamma
 
 import madloop
 from madloop.runner import build
 from madloop.studies import Study, register
+from madloop.studies.common import save, write_table
 
 NAME = "gaussian-collapse"
 LABELS = {"trace": "tr Σ_t / tr Σ", "logdet": "log det Σ_t − log det Σ"}
@@ -38,12 +41,15 @@ def laws(n: int, d: int, t: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
+    """Mean with its standard error and Student-t 95% CI, median and 5% / 95% quantiles over runs."""
+    mean, se = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+    half = stats.t.ppf(0.975, len(values) - 1) * se
     q05, median, q95 = np.quantile(values, [0.05, 0.5, 0.95])
-    return dict(mean=values.mean(), se=values.std(ddof=1) / np.sqrt(len(values)), median=median, q05=q05, q95=q95)
+    return dict(mean=mean, se=se, ci_low=mean - half, ci_high=mean + half, median=median, q05=q05, q95=q95)
 
 
 def collapse(n: int, runs: int, gens: int, seed: int) -> pd.DataFrame:
-    """Tidy rows (n, gen, quantity, stat, value) of one n, from the engine on the exact path."""
+    """One row per (n, gen, metric) of one n, from the engine on the exact path."""
     cfg = madloop.resolve(dict(loop="fully_synthetic", path="exact", n_real=n, n_synth=n, gens=gens, runs=runs, seed=seed))
     parts = build(cfg)
     mu, Sigma = parts.data.truth
@@ -52,54 +58,41 @@ def collapse(n: int, runs: int, gens: int, seed: int) -> pd.DataFrame:
         values = {"trace": np.trace(g.model.cov, axis1=-2, axis2=-1) / np.trace(Sigma),
                   "logdet": g.model.logdet() - np.linalg.slogdet(Sigma)[1]}
         law = laws(n, len(mu), np.array(g.gen))
-        for quantity, v in values.items():
-            stats = {**summarize(v), "law": float(law[quantity])}
-            rows += [dict(n=n, gen=g.gen, quantity=quantity, stat=k, value=float(x)) for k, x in stats.items()]
+        rows += [dict(n=n, gen=g.gen, metric=metric, **summarize(v), law=float(law[metric])) for metric, v in values.items()]
     return pd.DataFrame(rows)
 
 
 def plot(table: pd.DataFrame, runs: int, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ns = sorted(table.n.unique())
     fig, axes = plt.subplots(2, len(ns), figsize=(4.2 * len(ns), 7), squeeze=False, sharex=True)
     for j, n in enumerate(ns):
-        for i, quantity in enumerate(LABELS):
+        for i, metric in enumerate(LABELS):
             ax = axes[i, j]
-            wide = table[(table.n == n) & (table.quantity == quantity)].pivot(index="gen", columns="stat", values="value")
+            wide = table[(table.n == n) & (table.metric == metric)].set_index("gen")
             ax.fill_between(wide.index, wide.q05, wide.q95, color="C0", alpha=0.2, linewidth=0, label="5–95% of runs")
             ax.plot(wide.index, wide["mean"], color="C0", label="mean over runs")
             ax.plot(wide.index, wide["median"], color="C1", linestyle="--", label="median")
             ax.plot(wide.index, wide.law, color="k", linestyle=":", linewidth=1.6, label="exact law of the mean")
-            ax.set_yscale("log" if quantity == "trace" else "linear")
+            ax.set_yscale("log" if metric == "trace" else "linear")
             last = wide.iloc[-1]
             if last["mean"] < last.law - 4 * last.se:
                 ax.text(0.03, 0.03, f"the mean falls below its law: it is carried\nby runs rarer than 1 in {runs:,}",
                         transform=ax.transAxes, fontsize=8, color="C0")
-            ax.set_title(f"n = {n}: {LABELS[quantity]}", fontsize=10)
+            ax.set_title(f"n = {n}: {LABELS[metric]}", fontsize=10)
             ax.grid(alpha=0.3)
         axes[-1, j].set_xlabel("generation t")
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", ncol=4, frameon=False, fontsize=9)
     fig.suptitle(f"Fully synthetic Gaussian loop, 2D, maximum-likelihood fit, {runs:,} runs (exact path)", y=0.945, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    paths = [out / f"{NAME}.{ext}" for ext in ("png", "pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save(fig, out, NAME)
 
 
 def make(params: Mapping, out: Path, jobs: int) -> list[Path]:
     parts = Parallel(n_jobs=min(jobs, len(params["ns"])))(
         delayed(collapse)(n, params["runs"], params["gens"], params["seed"]) for n in params["ns"])
     table = pd.concat(parts, ignore_index=True)
-    csv = out / f"{NAME}.csv"
-    table.to_csv(csv, index=False)
-    return [csv, *plot(table, params["runs"], out)]
+    return [write_table(table, out, NAME), *plot(table, params["runs"], out)]
 
 
 register(Study(
