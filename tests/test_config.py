@@ -51,3 +51,26 @@ def test_eval_generations():
 def test_api_keywords_are_the_config_names(tmp_path, tiny):
     result = madloop.run(out=tmp_path / "r", n_synth=12, lam=0.9, **{k: v for k, v in tiny.items() if k != "n_synth"})
     assert (result.config.n_synth, result.config.lam) == (12, 0.9)
+
+
+def test_choosing_sims_implies_the_diffusion_model_at_a_laptop_size():
+    cfg = resolve(dict(algo="sims", loop="augmentation", omega=3, gens=100))
+    assert (cfg.model, cfg.runs, cfg.n_real, cfg.metrics) == ("ddpm", 8, 1000, ("gauss_w2", "sliced_w2"))
+    assert cfg.algo_options["omega"] == 3.0
+    # anything given wins over what the choice implies
+    cfg = resolve(dict(algo="sims", runs=3, model="edm", metrics=("w2",)))
+    assert (cfg.model, cfg.runs, cfg.metrics) == ("edm", 3, ("w2",))
+
+
+def test_an_algorithm_refuses_a_model_family_that_lacks_what_it_needs():
+    with pytest.raises(madloop.MadloopError, match="algorithm 'sims' needs a model family that can finetune and guided; 'gaussian' cannot"):
+        resolve(dict(algo="sims", model="gaussian"))
+
+
+def test_the_exact_path_is_chosen_where_it_applies():
+    assert resolve().path == "exact" and resolve().metrics == ("true_w2", "true_kl", "model_trace", "model_logdet")
+    assert resolve(dict(model="gmm")).path == "samples"
+    assert resolve(dict(accumulate=True, budget=10)).path == "samples"
+    assert resolve(dict(path="samples")).metrics == RunConfig.metrics
+    with pytest.raises(madloop.MadloopError, match="path 'exact' needs"):
+        resolve(dict(path="exact", model="gmm"))
