@@ -198,8 +198,18 @@ def plot(
     from madloop.plots import plot_runs
     from madloop.results import load
 
-    results = [load(p) for p in run_dirs]
-    label_list = [s.strip() for s in labels.split(",")] if labels else None
+    from madloop.sweep import SWEEP, load_sweep
+
+    results, sweep_labels = [], []
+    for p in run_dirs:  # a sweep folder stands for all its points, labelled by their swept settings
+        if (p / SWEEP).is_file():
+            sw = load_sweep(p)
+            results += sw.results
+            sweep_labels += [", ".join(f"{k}={v}" for k, v in point.items()) for point in sw.points]
+        else:
+            results.append(load(p))
+            sweep_labels.append(p.name)
+    label_list = [s.strip() for s in labels.split(",")] if labels else (sweep_labels if len(results) > 1 else None)
     if label_list is not None and len(label_list) != len(results):
         raise MadloopError(f"--labels gives {len(label_list)} labels for {len(results)} runs")
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None

@@ -102,8 +102,16 @@ class Checkpoint:
     late: dict[str, np.ndarray]  # per-run means over generations >= CONVERGENCE_START (convergence ratio)
 
 
+def gpu_count(parts: Parts) -> int:
+    """GPUs the model family will use (0 on CPU): with several, each chunk of runs gets its own."""
+    if getattr(parts.model, "device", "cpu") not in ("cuda", "auto") or "torch" not in sys.modules:
+        return 0
+    torch = sys.modules["torch"]
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
-              checkpoint_s: float = 30.0) -> None:
+              checkpoint_s: float = 30.0, gpu: int | None = None) -> None:
     """All generations of one chunk of runs; each generation's results are stored as soon as they exist.
 
     The chunk saves a checkpoint at most every ``checkpoint_s`` seconds; a rerun continues from it.
@@ -111,6 +119,8 @@ def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: in
     """
     if torch_threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)
+    if gpu is not None:
+        sys.modules["torch"].cuda.set_device(gpu)  # "cuda" now means this worker's GPU
     streams = Streams(cfg.seed, runs)
     eval_gens, points = set(cfg.eval_gens()), needs_points(parts)
     reference = reference_sample(cfg, parts) if points else None
@@ -175,7 +185,7 @@ def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, for
     """Run a resolved configuration into a new run directory and return its Result."""
     _check_jobs(jobs)
     parts = build(cfg)
-    work = chunks(cfg.runs, jobs)
+    work = chunks(cfg.runs, max(jobs, gpu_count(parts)))  # one worker per GPU at least
     path = store.create(Path(out) if out is not None else default_out(cfg), cfg.to_dict(), [(r.start, r.stop) for r in work],
                         force=force)
     return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
@@ -205,6 +215,8 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
         work = [range(a, b) for a, b in store.read_meta(path)["chunks"]]
         todo = [r for r in work if not store.chunk_done(path, r.start)]
         threads = max(1, jobs // max(len(todo), 1))
+        gpus = gpu_count(parts)
+        jobs = max(jobs, gpus)
         store.log(path, f"{verb}: {cfg.runs} runs x {cfg.gens} generations, "
                         f"{len(todo)} of {len(work)} chunks to run, jobs={jobs}")
         total = len(work) * (cfg.gens + 1)
@@ -213,7 +225,8 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
         if watcher:
             watcher.start()
         try:
-            tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, 1 if jobs > 1 else None, checkpoint_s) for r in todo)
+            tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, 1 if jobs > 1 else None, checkpoint_s,
+                                        work.index(r) % gpus if gpus > 1 else None) for r in todo)
             Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks)  # loky, or the backend of joblib.parallel_config
         except KeyboardInterrupt:
             store.log(path, "interrupted; continue with: madloop resume " + str(path))

@@ -21,7 +21,7 @@ import pandas as pd
 from madloop import store
 from madloop.config import RunConfig, resolve
 from madloop.errors import MadloopError
-from madloop.results import Result
+from madloop.results import Result, load
 
 SWEEP = "sweep.json"
 
@@ -80,14 +80,25 @@ def sweep(axes: Mapping[str, Sequence[Any]], *, out: str | Path, jobs: int = 1, 
     return _run_points(out, points, configs, jobs, force, checkpoint_s)
 
 
+def _read_sweep(out: Path) -> tuple[list[dict[str, Any]], list[RunConfig]]:
+    try:
+        record = json.loads((out / SWEEP).read_text())
+        return record["points"], [RunConfig.from_dict(c) for c in record["configs"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MadloopError(f"{out / SWEEP} is missing or corrupted: {err}") from None
+
+
+def load_sweep(out: str | Path) -> SweepResult:
+    """Reopen a finished sweep folder."""
+    out = Path(out)
+    points, configs = _read_sweep(out)
+    return SweepResult(out, points, [load(out / f"point-{i:03d}") for i in range(len(configs))])
+
+
 def resume_sweep(out: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0) -> SweepResult:
     """Finish an interrupted sweep: finished points are kept, interrupted ones resumed, missing ones run."""
     out = Path(out)
-    try:
-        record = json.loads((out / SWEEP).read_text())
-        points, configs = record["points"], [RunConfig.from_dict(c) for c in record["configs"]]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise MadloopError(f"{out / SWEEP} is missing or corrupted: {err}") from None
+    points, configs = _read_sweep(out)
     return _run_points(out, points, configs, jobs, False, checkpoint_s)
 
 

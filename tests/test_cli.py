@@ -26,5 +26,10 @@ def test_run_plot_and_presets(tmp_path):
     dry = madloop("run", "--model", "gmm", "--k", "3", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0 and "[model_options]\nk = 3" in dry.stdout
     assert not (tmp_path / "runs").exists()
+    swept = madloop("sweep", "--config", "tiny.toml", "--lam", "1,0.5", "--out", "sw", "--jobs", "1", cwd=tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    assert set(pd.read_csv(tmp_path / "sw" / "summary.csv").lam) == {1.0, 0.5}
+    plotted = madloop("plot", "sw", "--out", "figs", "--name", "sweep", cwd=tmp_path)
+    assert plotted.returncode == 0 and (tmp_path / "figs" / "sweep.png").is_file(), plotted.stderr
     presets = madloop("presets", cwd=tmp_path)
     assert presets.returncode == 0 and "collapse:" in presets.stdout
