@@ -7,6 +7,7 @@ small enough to commit. The run directories live in a scratch folder that is rem
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -16,25 +17,51 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from joblib import Parallel, delayed  # noqa: E402
 
 import madloop  # noqa: E402
 from madloop.plots import METRIC_LABELS  # noqa: E402
+from madloop.sweep import grid  # noqa: E402
 
 LABELS = {**METRIC_LABELS, "precision": "precision (k-NN, k = 3)", "recall": "recall (k-NN, k = 3)",
           "true_w2": "$W_2(G^t, p_r)$, closed form", "true_mean_err": r"$\|\mu_t - \mu\|$"}
-LOOP_LABELS = {"fully_synthetic": "fully synthetic loop", "augmentation": "synthetic augmentation loop", "fresh": "fresh data loop"}
+LOOP_LABELS = {"fully_synthetic": "fully synthetic loop", "augmentation": "synthetic augmentation loop",
+               "fresh": "fresh data loop"}
+
+
+def run_points(points: Sequence[Mapping[str, Any]], jobs: int, **settings) -> pd.DataFrame:
+    """The summaries of one run per point (``settings`` updated by the point), the point's settings as columns.
+
+    Every config is checked before anything runs. Points run in parallel, one worker each: for many small
+    runs that is where the work is (a run splits only into whole blocks of 250 runs, and each of its parts
+    costs a store write per generation). Parallel workers use one torch thread each, as the runner's do.
+    Keyed random streams make the numbers the same for any ``jobs``.
+    """
+    configs = [madloop.resolve({**settings, **point}) for point in points]
+    threads = 1 if jobs > 1 else None
+    frames = Parallel(n_jobs=jobs)(delayed(run_summary)(cfg, threads) for cfg in configs)
+    return pd.concat([f.assign(**point) for f, point in zip(frames, points)], ignore_index=True)
 
 
 def sweep_summary(axes: Mapping[str, Sequence[Any]], jobs: int, **settings) -> pd.DataFrame:
-    """The summary of ``madloop.sweep(axes, **settings)``, one column per swept field, run in a scratch folder."""
-    with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        return madloop.sweep(axes, out=Path(tmp) / "sweep", jobs=jobs, **settings).summary()
+    """``run_points`` over every combination of the axes' values (as ``madloop.sweep`` does)."""
+    return run_points(grid(axes), jobs, **settings)
 
 
-def run_summary(jobs: int, **settings) -> pd.DataFrame:
-    """The summary of one ``madloop.run(**settings)``, run in a scratch folder."""
+def run_summary(cfg: madloop.RunConfig, torch_threads: int | None = None) -> pd.DataFrame:
+    """The summary of one run of ``cfg``, in a scratch folder."""
+    from madloop.studies import load_all
+
+    load_all()  # a worker process must know the components that study modules register
+    if torch_threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        return madloop.run(out=Path(tmp) / "run", jobs=jobs, **settings).summary()
+        return madloop.execute(cfg, out=Path(tmp) / "run").summary()
+
+
+def columns_first(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The table with the columns ``names`` (the settings that tell its rows apart) in front."""
+    return table[[*names, *(c for c in table if c not in names)]]
 
 
 def write_table(table: pd.DataFrame, out: Path, name: str) -> Path:
@@ -53,10 +80,10 @@ def save(fig, out: Path, name: str) -> list[Path]:
 
 
 def curves(ax, summary: pd.DataFrame, hue: str, label: Callable[[Any], str] = str, value: str = "mean") -> None:
-    """Mean over runs (``value="mean"``) or MAD ratio (``"mad_ratio"``) vs generation with its 95% band, one line
-    per value of ``hue`` (one metric's rows).
+    """Mean over runs (``value="mean"``) or MAD ratio (``"mad_ratio"``) vs generation with its 95% band, one
+    line per value of ``hue`` (one metric's rows).
 
-    The real-data floor of the mean (generation 0, where the metric has one) is a dotted line of the same colour.
+    The real-data floor of the mean (generation 0, where the metric has one) is a dotted line of its colour.
     """
     low, high = ("ci_low", "ci_high") if value == "mean" else (f"{value}_low", f"{value}_high")
     for i, (key, df) in enumerate(summary.groupby(hue, sort=False)):

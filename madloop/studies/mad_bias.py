@@ -7,7 +7,9 @@ faster.
 
 Families: the Gaussian model on SPEC E1's 2D Gaussian, an 8-component Gaussian mixture on a ring of eight
 Gaussians, and SPEC E1's toy DDPM on the 2D Gaussian when the ``ddpm`` family is registered (madloop.models.
-diffusion); without it that family is skipped and the study says so.
+diffusion); without it that family is skipped and the study says so. The DDPM is in the ci scale (one epoch,
+to check the pipeline) and the gpu scale only: at SPEC E1's 100 epochs per generation, six loops of 50
+generations take hours on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.runner import build
 from madloop.studies import Study, register
-from madloop.studies.common import LABELS, LOOP_LABELS, curves, floor_note, save, sweep_summary, write_table
+from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, sweep_summary,
+                                    write_table)
 
 NAME = "mad-bias"
 FAMILIES = {
@@ -33,7 +36,8 @@ FAMILIES = {
     "gmm": dict(model="gmm", data="mixture", data_options={"layout": "ring", "k": 8}, model_options={"k": 8}),
     "ddpm": dict(model="ddpm", data="gaussian"),
 }
-FAMILY_LABELS = {"gaussian": "Gaussian model, 2D Gaussian data", "gmm": "Gaussian mixture (EM, k = 8), ring of 8 Gaussians",
+FAMILY_LABELS = {"gaussian": "Gaussian model, 2D Gaussian data",
+                 "gmm": "Gaussian mixture (EM, k = 8), ring of 8 Gaussians",
                  "ddpm": "DDPM (SPEC E1's toy MLP), 2D Gaussian data"}
 COMMON = dict(loops=("fully_synthetic", "augmentation"), lams=(1.0, 0.7, 0.5), metrics=("w2", "precision", "recall"))
 
@@ -41,23 +45,27 @@ COMMON = dict(loops=("fully_synthetic", "augmentation"), lams=(1.0, 0.7, 0.5), m
 def snapshots(settings: Mapping[str, Any], lams, gens) -> pd.DataFrame:
     """Run 0's synthetic sets S^t (t in ``gens``) in the fully synthetic loop for each lam, on the sample path.
 
-    Generation 0 rows hold a real sample of the same size, from a stream of the study's own.
+    Generation 0 rows hold n_ref real points, from a stream of the study's own.
     """
     frames = []
     for lam in lams:
-        cfg = madloop.resolve({**settings, "loop": "fully_synthetic", "lam": lam, "runs": 1, "gens": max(gens), "path": "samples"})
+        cfg = madloop.resolve({**settings, "loop": "fully_synthetic", "lam": lam, "runs": 1, "gens": max(gens),
+                               "path": "samples"})
         for g in madloop.generations(cfg, build(cfg), range(0, 1)):
             if g.gen in gens:
                 frames.append(pd.DataFrame(g.synth.x[0], columns=["x", "y"]).assign(lam=lam, gen=g.gen))
-    real = build_data(cfg).sample(cfg.n_synth, RunRNG(cfg.seed, range(0, 1), 0, "study/real")).x[0]
+    real = build_data(cfg).sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, "study/real")).x[0]
     return pd.concat([pd.DataFrame(real, columns=["x", "y"]).assign(lam=np.nan, gen=0), *frames], ignore_index=True)
 
 
 def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
     """Rows: the loops; columns: the metrics; one line per lam."""
     table = table[table.family == family]
-    loops, metrics = list(dict.fromkeys(table.loop)), list(dict.fromkeys(table.metric))
-    fig, axes = plt.subplots(len(loops), len(metrics), figsize=(4.3 * len(metrics), 3.4 * len(loops)), squeeze=False, sharex=True)
+    order = list(COMMON["metrics"])
+    loops = list(dict.fromkeys(table.loop))
+    metrics = sorted(set(table.metric), key=lambda m: order.index(m) if m in order else len(order))
+    fig, axes = plt.subplots(len(loops), len(metrics), figsize=(4.3 * len(metrics), 3.4 * len(loops)), squeeze=False,
+                             sharex=True)
     for i, loop in enumerate(loops):
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
@@ -65,6 +73,8 @@ def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
             ax.set_title(f"{LABELS.get(metric, metric)}\n{LOOP_LABELS[loop]}", fontsize=10)
             if metric in ("precision", "recall"):
                 ax.set_ylim(-0.03, 1.03)
+    for ax in axes[:-1].flat:
+        ax.set_xlabel("")
     first = table.iloc[0]
     fig.suptitle(f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs "
                  f"(mean, 95% CI){floor_note(table)}", fontsize=11)
@@ -105,12 +115,11 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
         if FAMILIES[family]["model"] not in MODELS:
             print(f"{NAME}: model family '{FAMILIES[family]['model']}' is not registered; skipping {family}")
             continue
-        settings = {**FAMILIES[family], "gens": params["gens"], "every": params["every"], "metrics": params["metrics"], **sizes}
+        settings = {**FAMILIES[family], **{k: params[k] for k in ("gens", "every", "metrics")}, **sizes}
         summary = sweep_summary({"loop": params["loops"], "lam": params["lams"]}, jobs, **settings)
         tables.append(summary.assign(family=family, n_real=sizes["n_real"], n_synth=sizes["n_synth"]))
         samples.append(snapshots(settings, params["lams"], params["snapshots"]).assign(family=family))
-    table = pd.concat(tables, ignore_index=True)
-    table = table[["family", "loop", "lam", "n_real", "n_synth", *[c for c in table if c not in ("family", "loop", "lam", "n_real", "n_synth")]]]
+    table = columns_first(pd.concat(tables, ignore_index=True), ["family", "loop", "lam", "n_real", "n_synth"])
     samples = pd.concat(samples, ignore_index=True)[["family", "lam", "gen", "x", "y"]]
     paths = [write_table(table, out, NAME), write_table(samples, out, f"{NAME}-samples")]
     for family in dict.fromkeys(table.family):
@@ -120,7 +129,8 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
 
 register(Study(
     name=NAME,
-    description="E2: fully synthetic and augmentation loops at lam = 1, 0.7, 0.5 (Gaussian, GMM, DDPM): W2, precision, recall",
+    description="E2: fully synthetic and augmentation loops at lam = 1, 0.7, 0.5 (Gaussian, GMM, DDPM): "
+                "W2, precision, recall",
     scales={
         "ci": dict(COMMON, lams=(1.0, 0.5), gens=3, every=1, snapshots=(1, 3), families={
             "gaussian": dict(runs=3, n_real=30, n_synth=30, n_eval=30, n_ref=30),
@@ -128,8 +138,7 @@ register(Study(
             "ddpm": dict(runs=2, n_real=30, n_synth=30, n_eval=30, n_ref=30, epochs=1)}),
         "cpu": dict(COMMON, gens=50, every=5, snapshots=(1, 5, 20, 50), families={
             "gaussian": dict(runs=100, n_real=100, n_synth=100, n_eval=500, n_ref=500),
-            "gmm": dict(runs=20, n_real=500, n_synth=500, n_eval=500, n_ref=500, iters=30),
-            "ddpm": dict(runs=4, n_real=1000, n_synth=1000, n_eval=500, n_ref=500, epochs=30)}),
+            "gmm": dict(runs=12, n_real=250, n_synth=250, n_eval=500, n_ref=500)}),
         "gpu": dict(COMMON, gens=100, every=5, snapshots=(1, 5, 20, 50, 100), families={
             "gaussian": dict(runs=1000, n_real=100, n_synth=100, n_eval=1000, n_ref=1000),
             "gmm": dict(runs=100, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000),

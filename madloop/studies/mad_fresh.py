@@ -11,8 +11,9 @@ Gaussian model, SPEC E1's 2D Gaussian p_r, distance = closed-form W2 between the
 2. Effective sample size n_e (SPEC E3), by Monte-Carlo:
    - the real-only curve E[d](n): the expected distance of a model fitted from scratch to n real points
      (generation 1 of a run with n_real = n), on a log grid of n;
-   - the loop's limit L: the mean over runs of d_t, averaged over the generations t >= burn (n_r + n_s) / n_r,
-     by which the first model's influence has decayed by e^-burn (it decays like (n_s / (n_r + n_s))^t);
+   - the loop's limit L: the mean over runs of d_t, averaged over the generations t >= burn (n_r + n_s) / n_r
+     (run for twice as many): by then the first model's weight in G^t, (n_s / (n_r + n_s))^t, is below
+     e^-burn, and its share of the squared error below e^-2 burn;
    - n_e = the n where the real-only curve, interpolated linearly in log-log coordinates, equals L. Its 95%
      interval inverts L +- 1.96 SE, with SE the mean of the per-generation standard errors (a bound: the
      generations of a run are correlated). Values beyond the grid are clipped to its ends.
@@ -23,6 +24,7 @@ Gaussian model, SPEC E1's 2D Gaussian p_r, distance = closed-form W2 between the
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ from madloop.registry import ALGOS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
 from madloop.studies import Study, register
-from madloop.studies.common import LABELS, curves, run_summary, save, sweep_summary, write_table
+from madloop.studies.common import LABELS, columns_first, curves, run_points, save, sweep_summary, write_table
 
 NAME = "mad-fresh"
 GAUSSIAN = dict(model="gaussian", data="gaussian", loop="fresh")
@@ -64,31 +66,32 @@ class FirstSubset:
 def first_models(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
     """The fresh loop from two first models (G^1 on ``n_first`` or on all n_real points), for each lam."""
     c = p["convergence"]
-    summary = sweep_summary({"lam": p["lams"], "n_first": (c["n_first"], c["n_real"])}, jobs, **GAUSSIAN, algo="first-subset",
-                            n_real=c["n_real"], n_synth=c["n_synth"], gens=c["gens"], runs=c["runs"], metrics=("true_w2",))
+    sizes = {k: c[k] for k in ("n_real", "n_synth", "gens", "runs")}
+    summary = sweep_summary({"lam": p["lams"], "n_first": (c["n_first"], c["n_real"])}, jobs, **GAUSSIAN, **sizes,
+                            algo="first-subset", metrics=("true_w2",))
     return summary.assign(part="convergence", n_real=c["n_real"], n_synth=c["n_synth"])
 
 
-def real_only(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
-    """E[d](n) of a model fitted from scratch to n real points: generation 1 for each n on the grid."""
-    grid = np.unique(np.concatenate([np.round(np.geomspace(*p["curve_range"], p["curve_points"])), p["n_reals"]])).astype(int)
-    summary = sweep_summary({"n_real": [int(n) for n in grid]}, jobs, **GAUSSIAN, n_synth=1, gens=1, runs=p["curve_runs"],
-                            metrics=p["metrics"])
+def real_only(p: Mapping[str, Any], jobs: int, extra: tuple[int, ...] = ()) -> pd.DataFrame:
+    """E[d](n) of a model fitted from scratch to n real points: generation 1 for each n of a log grid, of
+    the loops' n_r and of ``extra``."""
+    grid = np.concatenate([np.round(np.geomspace(*p["curve_range"], p["curve_points"])), p["n_reals"], extra])
+    grid = np.unique(grid).astype(int)
+    summary = sweep_summary({"n_real": [int(n) for n in grid]}, jobs, **GAUSSIAN, n_synth=1, gens=1,
+                            runs=p["curve_runs"], metrics=p["metrics"])
     return summary[summary.gen == 1].assign(part="real-only")
 
 
 def loop_limits(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
     """Every (lam, n_r, n_s) of the grid, each run long enough to reach its limit (see ``limit_start``)."""
-    frames = []
-    for lam in p["lams"]:
-        for n_r in p["n_reals"]:
-            for n_s in p["n_synths"]:
-                start = limit_start(n_r, n_s, p["burn"])
-                gens = max(2 * start, start + 20)
-                summary = run_summary(jobs, **GAUSSIAN, lam=lam, n_real=n_r, n_synth=n_s, gens=gens, every=max(1, start // 20),
-                                      runs=p["runs"], metrics=p["metrics"])
-                frames.append(summary[summary.gen >= start].assign(part="loop", lam=lam, n_real=n_r, n_synth=n_s))
-    return pd.concat(frames, ignore_index=True)
+    points = []
+    for lam, n_r, n_s in itertools.product(p["lams"], p["n_reals"], p["n_synths"]):
+        start = limit_start(n_r, n_s, p["burn"])
+        gens, every = max(2 * start, start + 20), max(1, start // 20)
+        points.append(dict(lam=lam, n_real=n_r, n_synth=n_s, gens=gens, every=every))
+    summary = run_points(points, jobs, **GAUSSIAN, runs=p["runs"], metrics=p["metrics"])
+    window = summary.gen >= [limit_start(r, s, p["burn"]) for r, s in zip(summary.n_real, summary.n_synth)]
+    return summary[window].drop(columns=["gens", "every"]).assign(part="loop")
 
 
 def limit_start(n_r: int, n_s: int, burn: float) -> int:
@@ -110,8 +113,10 @@ def effective_sizes(curve: pd.DataFrame, loops: pd.DataFrame) -> pd.DataFrame:
     for (metric, lam, n_r, n_s), df in loops.groupby(["metric", "lam", "n_real", "n_synth"], sort=False):
         c = curve[curve.metric == metric]
         level, se = df["mean"].mean(), df["sem"].mean()
-        low, mid, high = effective_size(c.n_real.to_numpy(float), c["mean"].to_numpy(), np.array([level + 1.96 * se, level, level - 1.96 * se]))
-        rows.append(dict(part="n_e", lam=lam, n_real=n_r, n_synth=n_s, metric=metric, mean=mid, ci_low=low, ci_high=high))
+        levels = np.array([level + 1.96 * se, level, level - 1.96 * se])
+        low, mid, high = effective_size(c.n_real.to_numpy(float), c["mean"].to_numpy(), levels)
+        rows.append(dict(part="n_e", lam=lam, n_real=n_r, n_synth=n_s, metric=metric, mean=mid, ci_low=low,
+                         ci_high=high))
     return pd.DataFrame(rows)
 
 
@@ -126,11 +131,12 @@ def plot_convergence(table: pd.DataFrame, out: Path) -> list[Path]:
     lams = list(dict.fromkeys(conv.lam))
     fig, axes = plt.subplots(1, len(lams), figsize=(4.3 * len(lams), 3.6), squeeze=False, sharey=True)
     for ax, lam in zip(axes[0], lams):
-        curves(ax, conv[conv.lam == lam], "n_first", lambda v: f"G^1 fitted to {int(v)} real points")
+        curves(ax, conv[conv.lam == lam], "n_first", lambda v: f"$G^1$ fitted to {int(v)} real points")
         for n, style in ((n_r, "--"), (n_r + n_s, "-.")):
             level = curve.loc[curve.n_real == n, "mean"]
             if len(level):
-                ax.axhline(float(level.iloc[0]), color="0.4", linestyle=style, linewidth=1, label=f"from scratch on {n} real points")
+                ax.axhline(float(level.iloc[0]), color="0.4", linestyle=style, linewidth=1,
+                           label=f"model fitted from scratch to {n} real points")
         ax.set_title(f"λ = {lam:g}", fontsize=10)
         ax.set_yscale("log")
     axes[0, 0].set_ylabel(f"{LABELS['true_w2']}\nmean over runs (95% CI)")
@@ -146,7 +152,8 @@ def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2") -> list[
     """n_e / n_r over (n_r, n_s), one panel per lam; blue cells (>= 1): the synthetic data help."""
     ne = table[(table.part == "n_e") & (table.metric == metric)]
     grid_ends = table.loc[(table.part == "real-only") & (table.metric == metric), "n_real"].agg(["min", "max"])
-    lams, n_rs, n_ss = list(dict.fromkeys(ne.lam)), sorted(set(ne.n_real.astype(int))), sorted(set(ne.n_synth.astype(int)))
+    lams = list(dict.fromkeys(ne.lam))
+    n_rs, n_ss = sorted(set(ne.n_real.astype(int))), sorted(set(ne.n_synth.astype(int)))
     norm = TwoSlopeNorm(vmin=-2.0, vcenter=0.0, vmax=np.log10(2.0))
     fig, axes = plt.subplots(1, len(lams), figsize=(4.2 * len(lams) + 1, 4.2), squeeze=False)
     for ax, lam in zip(axes[0], lams):
@@ -158,7 +165,9 @@ def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2") -> list[
                 n_e = cell.loc[(s, r), "mean"]
                 bound = "≤" if n_e <= grid_ends["min"] else "≥" if n_e >= grid_ends["max"] else ""
                 ax.text(j + 0.5, i + 0.5, f"{bound}{ratio[i, j]:.2g}", ha="center", va="center", fontsize=7)
-        ax.contour(np.arange(len(n_rs)) + 0.5, np.arange(len(n_ss)) + 0.5, ratio, levels=[1.0], colors="k", linewidths=1.5)
+        if min(ratio.shape) > 1 and ratio.min() < 1 < ratio.max():
+            ax.contour(np.arange(len(n_rs)) + 0.5, np.arange(len(n_ss)) + 0.5, ratio, levels=[1.0], colors="k",
+                       linewidths=1.5)
         ax.set_xticks(np.arange(len(n_rs)) + 0.5, [str(r) for r in n_rs])
         ax.set_yticks(np.arange(len(n_ss)) + 0.5, [str(s) for s in n_ss])
         ax.set_xlabel("n_r (real points per generation)")
@@ -169,7 +178,7 @@ def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2") -> list[
     bar.set_ticks(np.log10(ticks), labels=[f"{t:g}" for t in ticks])
     bar.set_label("n_e / n_r   (black line: n_e = n_r)")
     fig.suptitle(f"Fresh data loop, Gaussian model: effective sample size n_e / n_r (distance {LABELS[metric]}; "
-                 f"{int(table.loc[table.part == 'loop', 'n'].iloc[0])} runs per cell)", fontsize=11)
+                 f"{int(table.loc[table.part == 'loop', 'n'].iloc[0])} runs per cell)", fontsize=11, y=1.03)
     return save(fig, out, f"{NAME}-phase")
 
 
@@ -180,8 +189,8 @@ def plot_check(table: pd.DataFrame, out: Path) -> list[Path]:
     for i, (metric, df) in enumerate(curve.groupby("metric", sort=False)):
         left.plot(df.n_real, df["mean"], color=f"C{i}", marker=".", label=LABELS.get(metric, metric))
         left.fill_between(df.n_real, df.ci_low, df.ci_high, color=f"C{i}", alpha=0.25, linewidth=0)
-    left.set(xscale="log", yscale="log", xlabel="n (real points, model fitted from scratch)", ylabel="E[d(G, p_r)] (95% CI)",
-             title=f"Real-only curves ({int(curve.n.iloc[0])} runs per n)")
+    left.set(xscale="log", yscale="log", xlabel="n (real points, model fitted from scratch)",
+             ylabel="E[d(G, p_r)] (95% CI)", title=f"Real-only curves ({int(curve.n.iloc[0])} runs per n)")
     left.legend(fontsize=8)
     left.grid(alpha=0.3, which="both")
     ne = table[(table.part == "n_e") & (table.metric == "true_mean_err") & (table.lam == 1.0)]
@@ -200,25 +209,30 @@ def plot_check(table: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    curve, loops = real_only(params, jobs), loop_limits(params, jobs)
+    c = params["convergence"]
+    curve = real_only(params, jobs, extra=(c["n_real"], c["n_real"] + c["n_synth"]))  # the convergence figure's levels
+    loops = loop_limits(params, jobs)
     table = pd.concat([first_models(params, jobs), curve, loops, effective_sizes(curve, loops)], ignore_index=True)
-    table = table[COLUMNS + [c for c in table if c not in COLUMNS]]
-    return [write_table(table, out, NAME)] + plot_convergence(table, out) + plot_phase(table, out) + plot_check(table, out)
+    table = columns_first(table, COLUMNS)
+    figures = plot_convergence(table, out) + plot_phase(table, out) + plot_check(table, out)
+    return [write_table(table, out, NAME), *figures]
 
 
 METRICS = ("true_w2", "true_mean_err")
 register(Study(
     name=NAME,
-    description="E3: fresh data loop (Gaussian): convergence from two first models, effective sample size n_e / n_r over (n_r, n_s)",
+    description="E3: fresh data loop (Gaussian): convergence from two first models, effective sample size "
+                "n_e / n_r over (n_r, n_s)",
     scales={
-        "ci": dict(lams=(1.0, 0.7), n_reals=(10, 100), n_synths=(10, 100), runs=250, burn=2, metrics=METRICS,
-                   curve_range=(2, 400), curve_points=8, curve_runs=500,
-                   convergence=dict(n_real=20, n_synth=40, n_first=5, gens=6, runs=20)),
-        "cpu": dict(lams=(1.0, 0.9, 0.7), n_reals=(10, 20, 50, 100, 200, 500, 1000), n_synths=(10, 20, 50, 100, 200, 500, 1000),
-                    runs=2000, burn=4, metrics=METRICS, curve_range=(2, 4000), curve_points=34, curve_runs=20000,
+        "ci": dict(lams=(1.0,), n_reals=(10, 100), n_synths=(10, 100), runs=250, burn=1, metrics=METRICS,
+                   curve_range=(2, 400), curve_points=5, curve_runs=250,
+                   convergence=dict(n_real=20, n_synth=40, n_first=5, gens=4, runs=20)),
+        "cpu": dict(lams=(1.0, 0.9, 0.7), n_reals=(10, 20, 50, 100, 200, 500, 1000),
+                    n_synths=(10, 20, 50, 100, 200, 500, 1000), runs=2000, burn=3, metrics=METRICS,
+                    curve_range=(2, 4000), curve_points=34, curve_runs=20000,
                     convergence=dict(n_real=50, n_synth=200, n_first=5, gens=60, runs=1000)),
         "gpu": dict(lams=(1.0, 0.9, 0.8, 0.7), n_reals=(10, 20, 50, 100, 200, 500, 1000, 2000),
-                    n_synths=(10, 20, 50, 100, 200, 500, 1000, 2000), runs=20000, burn=5, metrics=METRICS,
+                    n_synths=(10, 20, 50, 100, 200, 500, 1000, 2000), runs=20000, burn=4, metrics=METRICS,
                     curve_range=(2, 8000), curve_points=60, curve_runs=200000,
                     convergence=dict(n_real=50, n_synth=200, n_first=5, gens=100, runs=10000)),
     },

@@ -1,0 +1,86 @@
+"""Every registered study runs end to end at its ci scale; the science the studies rely on, on known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import madloop
+from madloop.models.gaussian import Gaussian
+from madloop.rng import RunRNG
+from madloop.samples import Samples
+from madloop.studies import STUDIES, load_all, run_study
+from madloop.studies import mad_fresh
+
+load_all()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """ci runs are tiny: torch's second intra-op thread only adds synchronisation, which on a busy machine
+    (spin-waiting for a core) makes a one-second study take a minute."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", STUDIES.names())
+def test_every_study_writes_its_table_and_figures_at_ci_scale(name, tmp_path, one_torch_thread):
+    paths = run_study(name, "ci", tmp_path, jobs=1)
+    table = tmp_path / f"{name}.csv"
+    assert table in paths
+    df = pd.read_csv(table)
+    assert len(df) and {"metric", "gen", "mean", "ci_low", "ci_high"} <= set(df.columns)
+    figures = [p for p in paths if p.suffix in (".png", ".pdf")]
+    stems = {suffix: {p.stem for p in figures if p.suffix == suffix} for suffix in (".png", ".pdf")}
+    assert figures and stems[".png"] == stems[".pdf"]  # every figure as PNG and PDF
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 0, p
+
+
+def test_every_study_lists_with_a_description():
+    names = STUDIES.names()
+    assert {"mad-bias", "mad-fresh", "accumulate"} <= set(names)
+    for name in names:
+        assert STUDIES[name].description and set(STUDIES[name].scales) == {"ci", "cpu", "gpu"}
+
+
+def test_sampling_bias_keeps_precision_and_loses_recall(tmp_path):
+    # SPEC E2's expected shape on the Gaussian model, fully synthetic loop, after a few generations.
+    settings = dict(loop="fully_synthetic", n_real=50, n_synth=50, gens=6, runs=20, n_eval=300, n_ref=300,
+                    metrics=("precision", "recall"), seed=3)
+    res = madloop.sweep({"lam": [1.0, 0.5]}, out=tmp_path, **settings).summary()
+    last = res[res.gen == 6].set_index(["lam", "metric"])["mean"]
+    assert last[(0.5, "precision")] > 0.9 and last[(1.0, "precision")] > 0.9
+    assert last[(0.5, "recall")] < 0.5 < last[(1.0, "recall")]
+
+
+def test_first_subset_fits_the_first_model_to_the_first_points_only():
+    x = np.random.default_rng(0).standard_normal((3, 40, 2))
+    rng = RunRNG(0, range(0, 3), 1, "train")
+    algo, spec = mad_fresh.FirstSubset(n_first=5), Gaussian()
+    first = algo.train(spec, Samples(x), rng, None)
+    np.testing.assert_allclose(first.mean, x[:, :5].mean(1))
+    later = algo.train(spec, Samples(x), rng, first)
+    np.testing.assert_allclose(later.mean, x.mean(1))
+    with pytest.raises(ValueError, match="n_first=50 exceeds the 40 points"):
+        mad_fresh.FirstSubset(n_first=50).train(spec, Samples(x), rng, None)
+
+
+def test_effective_size_inverts_the_real_only_curve():
+    n = np.array([2.0, 10, 50, 250, 1000])
+    dist = 3.0 / np.sqrt(n)
+    np.testing.assert_allclose(mad_fresh.effective_size(n, dist, 3.0 / np.sqrt([7.0, 300.0])), [7.0, 300.0])
+    # Beyond the grid the answer is clipped to its ends.
+    np.testing.assert_allclose(mad_fresh.effective_size(n, dist, np.array([10.0, 1e-3])), [2.0, 1000.0])
+
+
+def test_effective_sample_size_of_the_mean_matches_spec_section_6():
+    n_r, n_s = 100, 200
+    p = dict(lams=(1.0,), n_reals=(n_r,), n_synths=(n_s,), runs=4000, burn=4, metrics=("true_mean_err",),
+             curve_range=(50, 400), curve_points=10, curve_runs=20000)
+    ne = mad_fresh.effective_sizes(mad_fresh.real_only(p, 1), mad_fresh.loop_limits(p, 1)).iloc[0]
+    expected = mad_fresh.closed_form_mean(n_r, n_s)  # 166.7: more than n_r, less than n_r + n_s
+    assert ne.ci_low <= expected * 1.03 and ne.ci_high >= expected * 0.97, ne
+    assert abs(ne["mean"] / expected - 1) < 0.05, ne
