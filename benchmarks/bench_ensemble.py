@@ -1,0 +1,199 @@
+"""Batched ensembles vs a plain loop: time per model to train and sample SPEC E1's toy DDPM.
+
+    python benchmarks/bench_ensemble.py            # writes benchmarks/RESULTS_ensemble.md (a few minutes)
+
+Per R in {1, 10, 100, 1000} runs of 1000 2D points each: the batched ensemble (madloop's ``ddpm``) against
+a plain Python loop that trains one torch.nn model at a time with torch.optim.Adam on the same data and
+settings (the loop at R >= 100 is timed on its first 20 models: its cost per model does not depend on R).
+Training uses EPOCHS epochs instead of E1's 100 (time per epoch is constant, so this only scales the
+totals). Throughput counts the matrix-multiply FLOPs of the forward and backward passes and is compared
+with the machine's fp32 matmul rate measured in the same run. Each timing is the best of REPEATS. Peak
+memory: a fresh process per configuration resets its peak resident set (Linux /proc/self/clear_refs)
+after importing torch and reports the peak above its resident set at that point. The machine may be
+shared: the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from madloop.models.diffusion import DDPM, cosine_alpha_bar
+from madloop.rng import RunRNG
+from madloop.samples import Samples
+
+RUNS = (1, 10, 100, 1000)
+EPOCHS, N, D, REPEATS, LOOP_MODELS = 3, 1000, 2, 5, 20
+SPEC = DDPM(epochs=EPOCHS)
+OUT = Path(__file__).with_name("RESULTS_ensemble.md")
+
+
+def best_time(fn, repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_gflops(size: int = 2048) -> float:
+    """The machine's fp32 matmul throughput: best of REPEATS products of two size x size matrices."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    return 2 * size**3 / best_time(lambda: a @ b) / 1e9
+
+
+def layer_sizes(spec: DDPM) -> list[int]:
+    return [D + 1] + [spec.width] * (spec.depth + 1) + [D]
+
+
+def train_flops(spec: DDPM) -> float:
+    """Matmul FLOPs per model: forward, weight gradients, and input gradients of all layers but the first."""
+    s = layer_sizes(spec)
+    macs = [a * b for a, b in zip(s[:-1], s[1:])]
+    return 2 * (3 * sum(macs) - macs[0]) * N * spec.epochs
+
+
+def sample_flops(spec: DDPM) -> float:
+    s = layer_sizes(spec)
+    return 2 * sum(a * b for a, b in zip(s[:-1], s[1:])) * N * (spec.steps - 1)
+
+
+def data(runs: int) -> Samples:
+    return Samples(RunRNG(0, range(runs), 1, "data").standard_normal(N, D))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The plain loop: one torch.nn model at a time, the usual way.
+
+
+def plain_net(spec: DDPM) -> torch.nn.Sequential:
+    s = layer_sizes(spec)
+    layers = [torch.nn.Linear(s[0], s[1])]
+    for a, b in zip(s[1:-2], s[2:-1]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(s[-2], s[-1]))
+
+
+def plain_train(spec: DDPM, x: np.ndarray, seed: int) -> torch.nn.Sequential:
+    g, net = np.random.default_rng(seed), plain_net(spec)
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    alpha_bar = torch.as_tensor(cosine_alpha_bar(spec.steps), dtype=torch.float32)
+    for _ in range(spec.epochs):
+        x0 = torch.as_tensor(x[g.permutation(len(x))], dtype=torch.float32)
+        t = torch.as_tensor(g.integers(0, spec.steps, len(x)))
+        eps = torch.as_tensor(g.standard_normal(x.shape), dtype=torch.float32)
+        for i in range(0, len(x), spec.batch):
+            b = slice(i, i + spec.batch)
+            a = alpha_bar[t[b]][:, None]
+            x_t = a.sqrt() * x0[b] + (1 - a).sqrt() * eps[b]
+            opt.zero_grad()
+            ((net(torch.cat([x_t, t[b, None].float()], 1)) - eps[b]) ** 2).mean().backward()
+            opt.step()
+    return net
+
+
+def plain_sample(spec: DDPM, net: torch.nn.Sequential, seed: int) -> np.ndarray:
+    g, alpha_bar = np.random.default_rng(seed), cosine_alpha_bar(spec.steps)
+    with torch.no_grad():
+        x = torch.as_tensor(g.standard_normal((N, D)), dtype=torch.float32)
+        for t in range(spec.steps - 1, 0, -1):
+            beta = 1 - alpha_bar[t] / alpha_bar[t - 1]
+            eps = net(torch.cat([x, torch.full((N, 1), float(t))], 1))
+            x = (x - beta / np.sqrt(1 - alpha_bar[t]) * eps) / np.sqrt(1 - beta)
+            if t > 1:
+                x = x + np.sqrt(beta) * torch.as_tensor(g.standard_normal((N, D)), dtype=torch.float32)
+    return x.numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One configuration, measured in a fresh process.
+
+
+def memory_kib(field: str) -> int:
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":")))
+
+
+def measure(runs: int, mode: str) -> dict:
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set
+    base_rss = memory_kib("VmRSS")
+    x = data(runs)
+    if mode == "batched":
+        SPEC.fit(data(1), RunRNG(0, range(1), 1, "warm"))  # first-call imports and allocations
+        models = []
+        t_train = best_time(lambda: models.append(SPEC.fit(x, RunRNG(0, range(runs), 1, "fit"))))
+        t_sample = best_time(lambda: models[-1].sample(N, RunRNG(0, range(runs), 1, "synth")))
+        per = runs
+    else:
+        per = min(runs, LOOP_MODELS)
+        nets = []
+        t_train = best_time(lambda: nets.extend(plain_train(SPEC, x.x[r], r) for r in range(per)))
+        t_sample = best_time(lambda: [plain_sample(SPEC, nets[r], r) for r in range(per)])
+    peak_mib = (memory_kib("VmHWM") - base_rss) / 1024
+    return {"train_s": t_train / per, "sample_s": t_sample / per, "peak_mib": peak_mib}
+
+
+def in_subprocess(runs: int, mode: str) -> dict:
+    code = f"import json, bench_ensemble as b; print(json.dumps(b.measure({runs}, {mode!r})))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def main() -> None:
+    peak = matmul_gflops()
+    rows, load = [], [os.getloadavg()[0]]
+    for runs in RUNS:
+        b, p = in_subprocess(runs, "batched"), in_subprocess(runs, "loop")
+        load.append(os.getloadavg()[0])
+        rows.append(
+            f"| {runs} | {1e3 * b['train_s']:.1f} | {1e3 * p['train_s']:.1f} | {p['train_s'] / b['train_s']:.1f}x "
+            f"| {train_flops(SPEC) / b['train_s'] / 1e9:.1f} ({100 * train_flops(SPEC) / b['train_s'] / 1e9 / peak:.0f}%) "
+            f"| {1e3 * b['sample_s']:.1f} | {1e3 * p['sample_s']:.1f} | {p['sample_s'] / b['sample_s']:.1f}x "
+            f"| {sample_flops(SPEC) / b['sample_s'] / 1e9:.1f} ({100 * sample_flops(SPEC) / b['sample_s'] / 1e9 / peak:.0f}%) "
+            f"| {b['peak_mib']:.0f} | {p['peak_mib']:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    text = "\n".join(
+        [
+            "# Batched ensemble vs plain loop (SPEC E1 toy DDPM)",
+            "",
+            f"Written by `python benchmarks/bench_ensemble.py`. Machine: {machine()}.",
+            f"Measured fp32 matmul throughput (2048 x 2048, best of {REPEATS}): **{peak:.0f} GFLOP/s**.",
+            f"Load average during the run: {min(load):.1f} to {max(load):.1f} (the machine may be shared).",
+            "",
+            f"Model: {SPEC}. Training: {EPOCHS} epochs (E1 uses 100; time per epoch is constant) of {N} points per",
+            f"model; sampling: {N} points per model, {SPEC.steps - 1} ancestral steps. Times are per model, best of",
+            f"{REPEATS}; the plain loop (one torch.nn.Sequential + torch.optim.Adam per model) is timed on",
+            f"min(R, {LOOP_MODELS}) models. GFLOP/s counts matmul FLOPs (forward, backward); % is of the measured",
+            "fp32 matmul rate. Peak memory: peak resident set of the measuring process above its size after import.",
+            "",
+            "| runs R | train batched ms | train loop ms | speed-up | train GFLOP/s | sample batched ms "
+            "| sample loop ms | speed-up | sample GFLOP/s | peak MiB batched | peak MiB loop |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+    OUT.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
