@@ -23,7 +23,7 @@ import pandas as pd
 
 from madloop.registry import MODELS
 from madloop.studies import Study, register
-from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, sweep_summary,
+from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save_with_top_legend, sweep_summary,
                                     write_table)
 
 NAME = "accumulate"
@@ -59,10 +59,7 @@ def plot(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
     first = table.iloc[0]
     fig.suptitle(f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth} new per generation, "
                  f"{int(first.n)} runs, same seeds{floor_note(table)}", fontsize=11)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return save(fig, out, f"{NAME}-{family}")
+    return save_with_top_legend(fig, axes[0, 0], out, f"{NAME}-{family}")
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:

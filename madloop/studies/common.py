@@ -100,3 +100,11 @@ def curves(ax, summary: pd.DataFrame, hue: str, label: Callable[[Any], str] = st
 def floor_note(summary: pd.DataFrame) -> str:
     """A legend note for the dotted floor lines, where the summary has any."""
     return "  ··· real-data floor (generation 0)" if (summary.gen == 0).any() else ""
+
+
+def save_with_top_legend(fig, ax, out: Path, name: str) -> list[Path]:
+    """One legend (``ax``'s lines) across the top under the title, then PNG and PDF in ``out``."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return save(fig, out, name)

@@ -27,7 +27,7 @@ from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.runner import build
 from madloop.studies import Study, register
-from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, sweep_summary,
+from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, save_with_top_legend, sweep_summary,
                                     write_table)
 
 NAME = "mad-bias"
@@ -78,10 +78,7 @@ def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
     first = table.iloc[0]
     fig.suptitle(f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs "
                  f"(mean, 95% CI){floor_note(table)}", fontsize=11)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return save(fig, out, f"{NAME}-{family}")
+    return save_with_top_legend(fig, axes[0, 0], out, f"{NAME}-{family}")
 
 
 def plot_samples(samples: pd.DataFrame, family: str, out: Path) -> list[Path]:
