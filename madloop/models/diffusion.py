@@ -7,8 +7,8 @@ Symbols: x_0 a data point, t the integer step, T the number of steps, alpha_bar_
 beta_t = 1 - alpha_bar_t / alpha_bar_(t-1), eps the noise (DDPM); sigma the noise level, D the denoiser,
 F the raw network (EDM); omega the SIMS guidance strength; lam the sampling bias (SPEC section 2).
 
-Randomness: every draw is a NumPy array from the caller's RunRNG (row r belongs to run r), moved to the
-device as float32. Host draws cost a few percent of the time and make a run's numbers independent of
+Randomness: every draw is a NumPy array from the caller's RunRNG (row r belongs to run r; normal noise
+is drawn in float32), moved to the device. Host draws cost a few percent of the time and make a run's numbers independent of
 the other runs in its chunk and of the device.
 
 Sampling bias lam (reduced-temperature sampling; an unconditional model has no guidance to trade): the
@@ -257,7 +257,8 @@ class Diffusion:
         if rng.n_runs != model.shift.shape[0]:
             raise ValueError(f"the random stream has {rng.n_runs} runs but the model has {model.shift.shape[0]}")
         def noise() -> torch.Tensor:
-            return torch.as_tensor(rng.standard_normal(n, model.shift.shape[2]), dtype=torch.float32, device=model.params[0].device)
+            z = rng.standard_normal(n, model.shift.shape[2], dtype=np.float32)
+            return torch.as_tensor(z, device=model.params[0].device)
 
         with torch.no_grad():
             x = self.sampler(pred, math.sqrt(lam) * noise(), noise, lam)
@@ -291,7 +292,7 @@ class DDPM(Diffusion):
 
     def draw(self, rng: RunRNG, n: int, d: int) -> tuple[np.ndarray, ...]:
         t = rng.integers(self.steps, n)[..., None]
-        return t, cosine_alpha_bar(self.steps)[t], rng.standard_normal(n, d)
+        return t, cosine_alpha_bar(self.steps)[t], rng.standard_normal(n, d, dtype=np.float32)
 
     def loss(self, params: Params, x_0, t, alpha_bar, eps) -> torch.Tensor:
         return ddpm_loss(partial(self.predict, params), x_0, t, alpha_bar, eps)
@@ -330,7 +331,7 @@ class EDM(Diffusion):
 
     def draw(self, rng: RunRNG, n: int, d: int) -> tuple[np.ndarray, ...]:
         sigma = np.exp(self.p_mean + self.p_std * rng.standard_normal(n, 1))
-        return sigma, rng.standard_normal(n, d)
+        return sigma, rng.standard_normal(n, d, dtype=np.float32)
 
     def loss(self, params: Params, y, sigma, n) -> torch.Tensor:
         return edm_loss(partial(self.predict, params), y, sigma, n, self.sigma_data)

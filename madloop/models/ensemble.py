@@ -8,7 +8,8 @@ exactly as if it were trained alone, with its own data, initialisation, minibatc
 
 Speed: a width-64 layer does little arithmetic per byte, so a pass over all runs at once runs at the
 speed of memory. Runs therefore go through the network in blocks of about ROWS rows (runs x points),
-small enough for a pass's activations to stay in cache (2-3x faster on CPU at 1000 runs).
+small enough for a pass's activations to stay in cache (on 2 CPU cores at 1000 runs: sampling about
+2.5x faster, training about 10%).
 """
 
 from __future__ import annotations
@@ -72,15 +73,16 @@ def train(
     """
     params = tuple(p.detach().clone() for p in params)
     device, (runs, n, d) = params[0].device, x.shape
+    x = torch.as_tensor(x, dtype=torch.float32, device=device)
     # One leaf per block of G runs, a view into the stacked weights: one Adam updates the stack in place.
     G = max(1, ROWS // batch)
     blocks = [(slice(r, r + G), tuple(p[r : r + G].requires_grad_() for p in params)) for r in range(0, runs, G)]
     opt = torch.optim.Adam([p for _, leaves in blocks for p in leaves], lr=lr, fused=True)
     for _ in range(epochs):
         # One epoch's data and noise, drawn on the host in one go per stream.
-        order = rng.permutations(n)
-        arrays = (x[np.arange(runs)[:, None], order], *draw(rng, n, d))
-        epoch = [torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays]
+        order = torch.as_tensor(rng.permutations(n), device=device)
+        epoch = [torch.take_along_dim(x, order[..., None], 1)]
+        epoch += [torch.as_tensor(a, dtype=torch.float32, device=device) for a in draw(rng, n, d)]
         for i in range(0, n, batch):
             opt.zero_grad(set_to_none=True)
             for rows, leaves in blocks:
