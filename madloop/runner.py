@@ -238,9 +238,10 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
             done.set()
             if watcher:
                 watcher.join()
-        store.finish(path, load(path).summary())
+        result = load(path)
+        store.finish(path, (result.table, result.moments, result.convergence), result.summary())
         store.log(path, "finished")
-    return load(path)
+    return result
 
 
 def _watch(path: Path, total: int, done: threading.Event, on_progress) -> None:

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -130,11 +130,11 @@ def read_table(path: Path, kind: Kind = ROWS) -> pd.DataFrame:
     return table.sort_values(order, kind="stable").reset_index(drop=True)
 
 
-def finish(path: Path, summary: pd.DataFrame) -> None:
-    """Gather the part files into one file per kind and write the summary."""
+def finish(path: Path, tables: Sequence[pd.DataFrame], summary: pd.DataFrame) -> None:
+    """Write one file per kind (``tables`` in the order of KINDS, as read from the parts), drop the parts,
+    and write the summary."""
     path = Path(path)
-    for kind in KINDS:
-        table = read_table(path, kind)
+    for kind, table in zip(KINDS, tables, strict=True):
         atomic_write(path / kind.file, lambda tmp: table.to_parquet(tmp, index=False))
     shutil.rmtree(path / PARTS, ignore_errors=True)
     atomic_write(path / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
