@@ -23,11 +23,22 @@ class Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def _stoppable():
+def _working(backend: str, scheduler: str | None, jobs: int):
+    """The chosen joblib backend for the work inside; Ctrl-C becomes Interrupted (exit 130)."""
     try:
-        yield
+        with backends.backend(backend, scheduler, jobs):
+            yield
     except KeyboardInterrupt:
         raise Interrupted() from None
+
+
+# Options that run, resume and sweep share.
+JOBS = typer.Option(os.cpu_count() or 1, help="parallel workers (results do not depend on it)")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar")
+PLOT = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory")
+BACKEND = typer.Option("loky", help="loky (this machine) | dask | ray")
+SCHEDULER = typer.Option(None, help="dask scheduler address tcp://HOST:PORT (default: a local cluster)")
+CHECKPOINT_S = typer.Option(30.0, help="seconds between checkpoints that `madloop resume` continues from")
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -97,14 +108,14 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="a .toml or .json config file"),
     preset: Optional[str] = typer.Option(None, help="a named preset (see `madloop presets`)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config (TOML) and stop"),
-    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers (results do not depend on it)"),
+    jobs: int = JOBS,
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<loop>-<model>-<algo>-<time>)"),
     force: bool = typer.Option(False, "--force", help="replace a run already in --out"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
-    plot: bool = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory"),
-    backend: str = typer.Option("loky", help="loky (this machine) | dask | ray"),
-    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address tcp://HOST:PORT (default: a local cluster)"),
-    checkpoint_s: float = typer.Option(30.0, help="seconds between checkpoints that `madloop resume` continues from"),
+    progress: bool = PROGRESS,
+    plot: bool = PLOT,
+    backend: str = BACKEND,
+    scheduler: Optional[str] = SCHEDULER,
+    checkpoint_s: float = CHECKPOINT_S,
 ):
     """Run a self-consuming loop and store its tidy table, summary and figure."""
     from madloop.runner import execute
@@ -120,7 +131,7 @@ def run(
         typer.echo(cfg.to_toml(), nl=False)
         return
     typer.echo(f"madloop: {cfg.loop} loop, {cfg.model} model, {cfg.algo} training; {cfg.runs} runs x {cfg.gens} generations, jobs={jobs}", err=True)
-    with _stoppable(), backends.backend(backend, scheduler, jobs):
+    with _working(backend, scheduler, jobs):
         result = _with_progress(cfg, progress, lambda update: execute(cfg, out=out, jobs=jobs, force=force, on_progress=update,
                                                                       checkpoint_s=checkpoint_s))
     _report(result, plot)
@@ -159,12 +170,12 @@ def _with_progress(cfg, progress: bool, work):
 @app.command()
 def resume(
     run_dir: Path = typer.Argument(..., help="an interrupted run or sweep directory"),
-    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers (results do not depend on it)"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
-    plot: bool = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory"),
-    backend: str = typer.Option("loky", help="loky (this machine) | dask | ray"),
-    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address tcp://HOST:PORT"),
-    checkpoint_s: float = typer.Option(30.0, help="seconds between checkpoints"),
+    jobs: int = JOBS,
+    progress: bool = PROGRESS,
+    plot: bool = PLOT,
+    backend: str = BACKEND,
+    scheduler: Optional[str] = SCHEDULER,
+    checkpoint_s: float = CHECKPOINT_S,
 ):
     """Continue an interrupted run (or sweep) from its last checkpoints; the table ends as if never stopped."""
     from madloop import store
@@ -172,7 +183,7 @@ def resume(
     from madloop.runner import resume as resume_run
     from madloop.sweep import SWEEP, resume_sweep
 
-    with _stoppable(), backends.backend(backend, scheduler, jobs):
+    with _working(backend, scheduler, jobs):
         if (run_dir / SWEEP).is_file():
             result = resume_sweep(run_dir, jobs=jobs, checkpoint_s=checkpoint_s)
             result.summary().to_csv(run_dir / "summary.csv", index=False)
@@ -226,7 +237,7 @@ def study(
     name: Optional[str] = typer.Argument(None, help="the study to run; leave out to list them"),
     scale: str = typer.Option("cpu", help="ci (tiny) | cpu (the committed figures) | gpu (the paper's size)"),
     out: Path = typer.Option(Path("figures"), help="folder for the table and figures"),
-    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers"),
+    jobs: int = JOBS,
 ):
     """List the studies, or run one: its tidy table and figures go to --out."""
     from madloop.studies import STUDIES, load_all, run_study
@@ -246,11 +257,11 @@ def sweep(
     out: Path = typer.Option(..., help="folder for the sweep (one run directory per point)"),
     config: Optional[Path] = typer.Option(None, "--config", help="common settings (.toml or .json)"),
     preset: Optional[str] = typer.Option(None, help="a named preset for the common settings"),
-    jobs: int = typer.Option(os.cpu_count() or 1, help="parallel workers"),
+    jobs: int = JOBS,
     force: bool = typer.Option(False, "--force", help="replace runs already in --out"),
-    backend: str = typer.Option("loky", help="loky (this machine) | dask | ray"),
-    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address tcp://HOST:PORT (default: a local cluster)"),
-    checkpoint_s: float = typer.Option(30.0, help="seconds between checkpoints"),
+    backend: str = BACKEND,
+    scheduler: Optional[str] = SCHEDULER,
+    checkpoint_s: float = CHECKPOINT_S,
 ):
     """Run a grid: any flag with comma-separated values is an axis (--omega 0,1,2 --n-synth 125,250)."""
     from madloop.sweep import sweep as run_sweep
@@ -260,7 +271,7 @@ def sweep(
     common = {k: v for k, v in settings.items() if k not in axes}
     if not axes:
         raise MadloopError("a sweep needs at least one axis: a flag with comma-separated values, e.g. --lam 1,0.7,0.5")
-    with _stoppable(), backends.backend(backend, scheduler, jobs):
+    with _working(backend, scheduler, jobs):
         result = run_sweep(axes, out=out, jobs=jobs, force=force, preset=preset, config_file=config,
                            checkpoint_s=checkpoint_s, **common)
     path = out / "summary.csv"

@@ -214,7 +214,7 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
     with store.locked(path):
         work = [range(a, b) for a, b in store.read_meta(path)["chunks"]]
         todo = [r for r in work if not store.chunk_done(path, r.start)]
-        threads = max(1, jobs // max(len(todo), 1))
+        threads = max(1, jobs // max(len(todo), 1))  # each worker's share of the cores (torch, POT)
         gpus = gpu_count(parts)
         jobs = max(jobs, gpus)
         store.log(path, f"{verb}: {cfg.runs} runs x {cfg.gens} generations, "
@@ -225,7 +225,7 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
         if watcher:
             watcher.start()
         try:
-            tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, 1 if jobs > 1 else None, checkpoint_s,
+            tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, threads if jobs > 1 else None, checkpoint_s,
                                         work.index(r) % gpus if gpus > 1 else None) for r in todo)
             Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks)  # loky, or the backend of joblib.parallel_config
         except KeyboardInterrupt:
