@@ -72,7 +72,7 @@ def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iter
     Every random stream is keyed by (seed, run block, generation, role), so a chunk's results do not
     depend on the other chunks, and a resumed loop continues exactly as an uninterrupted one.
     """
-    streams = Streams(cfg.seed, runs)
+    streams = Streams(cfg.seed, runs, cfg.runs)
     loop = LOOPS[cfg.loop]
     if state is None:
         state = LoopState(0, parts.data.sample(cfg.n_real, streams.at(0, "real")), [], None)

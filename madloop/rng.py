@@ -5,10 +5,11 @@ for, never from global state, so a result does not depend on the order of work, 
 workers, how runs are chunked, or a resume.
 
 Runs are grouped in fixed blocks of ``RUNS_PER_BLOCK`` consecutive runs. A block's draws for one
-(generation, role) come from one generator, shaped ``(runs_in_block, ...)``; run ``r`` owns row
-``r % RUNS_PER_BLOCK`` of its block's draws. Work is split into chunks of whole blocks, so any
-chunking sees the same numbers. One generator per block (not per run) keeps the cost of making
-streams small even at a million runs.
+(generation, role) come from one generator, each draw shaped ``(runs in the block, ...)``; run ``r`` owns
+row ``r % RUNS_PER_BLOCK`` of its block's draws. A chunk that holds only part of a block (``total``
+tells where the block ends) makes the block's whole draws and keeps its own rows, so any chunking sees
+the same numbers. One generator per block (not per run) keeps the cost of making streams small even at a
+million runs.
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ def generator(seed: int, gen: int, role: str, block: int | None = None) -> np.ra
 
 
 def blocks(runs: range) -> list[range]:
-    """Split a range of runs into its stream blocks; the range must start on a block boundary."""
-    if runs.start % RUNS_PER_BLOCK:
-        raise ValueError(f"a chunk of runs must start on a multiple of {RUNS_PER_BLOCK}, got {runs.start}")
-    return [range(s, min(s + RUNS_PER_BLOCK, runs.stop)) for s in range(runs.start, runs.stop, RUNS_PER_BLOCK)]
+    """Split a range of runs at the stream blocks' boundaries."""
+    cuts = [runs.start, *range((runs.start // RUNS_PER_BLOCK + 1) * RUNS_PER_BLOCK, runs.stop, RUNS_PER_BLOCK), runs.stop]
+    return [range(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class RunRNG:
 
     Each draw method returns an array whose first axis is the run. ``rows`` selects runs inside the
     chunk (used to replay one run's streams alone); by default all runs of the chunk are drawn.
+    ``total``: the number of runs of the whole configuration (None: the chunk ends the last block it
+    touches), which fixes how many rows each block's draws have.
     """
 
     seed: int
@@ -54,6 +56,7 @@ class RunRNG:
     gen: int
     role: str
     rows: tuple[int, ...] | None = None
+    total: int | None = None
 
     def _generators(self) -> list[np.random.Generator]:
         # Made on the first draw (not before: many roles go unused), then advanced by every draw.
@@ -68,14 +71,19 @@ class RunRNG:
 
     def child(self, role: str) -> "RunRNG":
         """An independent stream for a sub-task of this one (same runs and generation)."""
-        return RunRNG(self.seed, self.runs, self.gen, f"{self.role}/{role}", self.rows)
+        return RunRNG(self.seed, self.runs, self.gen, f"{self.role}/{role}", self.rows, self.total)
 
     def subset(self, rows: Sequence[int]) -> "RunRNG":
         """The same streams restricted to some runs of the chunk (positions inside ``runs``)."""
-        return RunRNG(self.seed, self.runs, self.gen, self.role, tuple(int(r) for r in rows))
+        return RunRNG(self.seed, self.runs, self.gen, self.role, tuple(int(r) for r in rows), self.total)
 
     def _draw(self, fn, shape: tuple[int, ...]) -> np.ndarray:
-        parts = [fn(g, (len(b), *shape)) for g, b in zip(self._generators(), blocks(self.runs))]
+        end = self.runs.stop if self.total is None else self.total
+        parts = []
+        for g, b in zip(self._generators(), blocks(self.runs)):
+            first = b.start - b.start % RUNS_PER_BLOCK  # the block's rows outside the chunk are drawn and dropped
+            rows = fn(g, (min(first + RUNS_PER_BLOCK, end) - first, *shape))
+            parts.append(rows[b.start - first : b.stop - first])
         out = np.concatenate(parts, axis=0)
         return out if self.rows is None else out[list(self.rows)]
 
@@ -103,13 +111,14 @@ class RunRNG:
 
 @dataclass(frozen=True)
 class Streams:
-    """The key tree of one run configuration, restricted to a chunk of runs."""
+    """The key tree of one run configuration (``total`` runs), restricted to a chunk of runs."""
 
     seed: int
     runs: range
+    total: int | None = None
 
     def at(self, gen: int, role: str) -> RunRNG:
-        return RunRNG(self.seed, self.runs, gen, role)
+        return RunRNG(self.seed, self.runs, gen, role, total=self.total)
 
     def shared(self, gen: int, role: str) -> np.random.Generator:
         return generator(self.seed, gen, role)

@@ -1,7 +1,8 @@
 """Running a configuration: chunks of runs in parallel, metrics per generation, rows to the store.
 
-The unit of parallel work is a chunk of whole stream blocks (``rng.RUNS_PER_BLOCK`` runs each), so
-the table is the same for any number of workers. Components travel to the workers as objects
+The unit of parallel work is a chunk of runs, usually whole stream blocks (``rng.RUNS_PER_BLOCK`` runs
+each); the streams give every run the same numbers in any chunk, so the table is the same for any number
+of workers. Components travel to the workers as objects
 (pickled by joblib), so metrics and models that users registered in their own script work there too.
 """
 
@@ -55,11 +56,22 @@ def build(cfg: RunConfig) -> Parts:
                  metrics={name: METRICS[name] for name in cfg.metrics})
 
 
-def chunks(runs: int, jobs: int) -> list[range]:
-    """Split runs 0..runs-1 into at most ``jobs`` contiguous chunks of whole stream blocks."""
+def chunks(runs: int, jobs: int, split: bool = True) -> list[range]:
+    """Split runs 0..runs-1 into at most ``jobs`` contiguous chunks.
+
+    Chunks are whole stream blocks, except that with ``split`` up to SPLIT_RUNS runs (a diffusion model's
+    few runs on a CPU) are shared evenly among the workers: a chunk that starts inside a block draws and
+    drops the block's earlier rows, which costs little at that size.
+    """
+    if split and runs <= SPLIT_RUNS:
+        bounds = np.linspace(0, runs, max(1, min(jobs, runs)) + 1).round().astype(int)
+        return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     n_blocks = -(-runs // RUNS_PER_BLOCK)
     bounds = np.linspace(0, n_blocks, min(jobs, n_blocks) + 1).round().astype(int)
     return [range(a * RUNS_PER_BLOCK, min(b * RUNS_PER_BLOCK, runs)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+SPLIT_RUNS = 100
 
 
 def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:
@@ -121,7 +133,7 @@ def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: in
         sys.modules["torch"].set_num_threads(torch_threads)
     if gpu is not None:
         sys.modules["torch"].cuda.set_device(gpu)  # "cuda" now means this worker's GPU
-    streams = Streams(cfg.seed, runs)
+    streams = Streams(cfg.seed, runs, cfg.runs)
     eval_gens, points = set(cfg.eval_gens()), needs_points(parts)
     reference = reference_sample(cfg, parts) if points else None
     run_ids = np.arange(runs.start, runs.stop)
@@ -185,7 +197,8 @@ def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, for
     """Run a resolved configuration into a new run directory and return its Result."""
     _check_jobs(jobs)
     parts = build(cfg)
-    work = chunks(cfg.runs, max(jobs, gpu_count(parts)))  # one worker per GPU at least
+    gpus = gpu_count(parts)
+    work = chunks(cfg.runs, max(jobs, gpus), split=not gpus)  # one worker per GPU at least
     path = store.create(Path(out) if out is not None else default_out(cfg), cfg.to_dict(), [(r.start, r.stop) for r in work],
                         force=force)
     return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
@@ -225,7 +238,8 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
         if watcher:
             watcher.start()
         try:
-            tasks = (delayed(run_chunk)(cfg, parts, r, path, threads, threads if jobs > 1 else None, checkpoint_s,
+            # Workers get an absolute path: a reused worker process may have another working directory.
+            tasks = (delayed(run_chunk)(cfg, parts, r, path.absolute(), threads, threads if jobs > 1 else None, checkpoint_s,
                                         work.index(r) % gpus if gpus > 1 else None) for r in todo)
             Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks)  # loky, or the backend of joblib.parallel_config
         except KeyboardInterrupt:

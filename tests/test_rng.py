@@ -33,3 +33,21 @@ def test_streams_differ_by_seed_generation_role_and_child():
 def test_permutations_are_permutations():
     p = Streams(0, range(0, 5)).at(1, "budget").permutations(9)
     assert (np.sort(p, axis=1) == np.arange(9)).all()
+
+
+def test_a_chunk_that_starts_inside_a_block_gets_the_same_rows():
+    whole, part = RunRNG(4, range(0, 9), 2, "fit"), RunRNG(4, range(3, 9), 2, "fit")
+    draws = [lambda r: r.standard_normal(5, 2), lambda r: r.standard_normal(5, dtype=np.float32), lambda r: r.random(6),
+             lambda r: r.integers(40, 7), lambda r: r.chisquare(3.0, 4), lambda r: r.permutations(11), lambda r: r.seeds()]
+    for draw in draws:
+        np.testing.assert_array_equal(draw(whole)[3:], draw(part))
+    across = RunRNG(4, range(RUNS_PER_BLOCK - 2, RUNS_PER_BLOCK + 3), 2, "fit").random(3)
+    np.testing.assert_array_equal(across, RunRNG(4, range(0, RUNS_PER_BLOCK + 3), 2, "fit").random(3)[-5:])
+
+
+def test_a_chunk_inside_a_block_follows_the_whole_block_through_successive_draws():
+    whole, middle = RunRNG(4, range(0, 9), 2, "init"), RunRNG(4, range(2, 5), 2, "init", total=9)
+    for shape in ((3, 4), (5,), (2, 2)):  # each draw moves the block's generator by all 9 rows
+        np.testing.assert_array_equal(whole.random(*shape)[2:5], middle.random(*shape))
+    child = RunRNG(4, range(0, 9), 2, "init").child("aux").random(6)
+    np.testing.assert_array_equal(child[2:5], RunRNG(4, range(2, 5), 2, "init", total=9).child("aux").random(6))

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 import madloop
+from madloop import store
 from madloop.rng import RUNS_PER_BLOCK
 
 VALUES = ["run", "gen", "metric", "value"]
@@ -22,6 +23,17 @@ def test_worker_count_does_not_change_the_table(tmp_path):
     one = madloop.run(out=tmp_path / "one", jobs=1, **settings).table[VALUES]
     two = madloop.run(out=tmp_path / "two", jobs=2, **settings).table[VALUES]
     pd.testing.assert_frame_equal(one, two)
+
+
+@pytest.mark.parametrize("model, options", [("gaussian", {}), ("ddpm", dict(epochs=2, width=16, depth=2))])
+def test_a_few_runs_are_shared_among_workers_without_changing_the_table(tmp_path, model, options):
+    settings = dict(runs=7, gens=2, n_real=30, n_synth=30, n_eval=30, n_ref=30, path="samples", model=model,
+                    metrics=("w2",), **options)
+    one = madloop.run(out=tmp_path / "one", jobs=1, **settings)
+    three = madloop.run(out=tmp_path / "three", jobs=3, **settings)
+    assert len(madloop.load(tmp_path / "three").config.runs * [0]) == 7
+    assert [tuple(c) for c in store.read_meta(tmp_path / "three")["chunks"]] == [(0, 2), (2, 5), (5, 7)]
+    pd.testing.assert_frame_equal(one.table[VALUES], three.table[VALUES])
 
 
 def test_table_layout_and_summary(tmp_path, tiny):
