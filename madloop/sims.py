@@ -53,6 +53,8 @@ class SIMS:
             base = spec.finetune(previous.base, data, rng.child("fit"), spec.epochs)
         else:
             base = spec.fit(data, rng.child("fit"))
+        if self.omega == 0:  # the auxiliary model has no weight: skip it (the same samples at half the cost)
+            return spec.guided(base, base, 0.0, self.interval)
         # 2. Internal synthetic set S: n_aux unguided, unbiased samples of the base.
         s = base.sample(self.n_aux, rng.child("aux-samples"))
         # 3. Auxiliary model: the base fine-tuned on S alone for B epochs; S is then discarded.

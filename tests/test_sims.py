@@ -118,6 +118,14 @@ def test_sims_train_builds_base_as_standard_training_and_aux_from_its_samples(sp
     assert model.sample(10, rng("synth")).x.shape == (R, 10, D)
 
 
+def test_omega_zero_skips_the_auxiliary_model_and_samples_as_the_base():
+    spec = FAMILIES[0]
+    model = SIMS(omega=0.0, **SIMS_TINY).train(spec, data(), rng("train"), None)
+    standard = spec.fit(data(), rng("train").child("fit"))
+    assert model.aux is model.base  # no samples S, no fine-tuning
+    assert np.array_equal(model.sample(30, rng("synth")).x, standard.sample(30, rng("synth")).x)
+
+
 def test_warm_start_continues_from_the_previous_base():
     spec = FAMILIES[0]
     previous = SIMS(**SIMS_TINY).train(spec, data(), rng("gen1"), None)

@@ -152,8 +152,8 @@ class GuidedModel:
     def predict(self, x: torch.Tensor, level, step: int) -> torch.Tensor:
         lo, hi = self.interval
         pred = self.base.predict(x, level, step)
-        if not lo <= step / self.base.spec.sampler_steps < hi:
-            return pred
+        if self.omega == 0 or not lo <= step / self.base.spec.sampler_steps < hi:
+            return pred  # omega = 0: the combination is pred exactly
         return (1 + self.omega) * pred - self.omega * self.aux.predict(x, level, step)
 
     def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
