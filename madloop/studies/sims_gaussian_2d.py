@@ -76,9 +76,9 @@ def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     return paths
 
 
-def _note(p: Mapping[str, Any]) -> str:
+def _note(p: Mapping[str, Any], floor: bool = True) -> str:
     return (f"{p['runs']} runs, DDPM {p['epochs']} epochs, aux {p['aux_epochs']} epochs on n_aux = {p['n_aux']}; "
-            "bands: 95% CI; dotted: real-data floor")
+            + ("bands: 95% CI; dotted: real-data floor" if floor else "bars: 95% CI"))
 
 
 def plot_self_improvement(table: pd.DataFrame, p, out: Path) -> list[Path]:
@@ -115,15 +115,15 @@ def plot_prevention(table: pd.DataFrame, p, out: Path) -> list[Path]:
 
 def plot_convergence(table: pd.DataFrame, p, out: Path) -> list[Path]:
     rows = table[(table.part == "loops") & (table.gen == 1)]
-    fig, ax = plt.subplots(figsize=(5.6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     for i, (size, df) in enumerate(rows.groupby("n_synth")):
         df = df.sort_values("omega")
         ax.errorbar(df.omega + 0.03 * (i - 1.5), df.convergence_ratio, yerr=df.convergence_ratio_ci, marker="o",
                     capsize=3, color=f"C{i}", label=f"|S^t| = {size}")
     ax.axhline(1.0, color="0.5", linewidth=0.8)
     ax.set_xlabel("guidance strength ω")
-    ax.set_ylabel(f"convergence ratio: mean E[W2_t], t in [20, {p['gens']}], / E[W2_1]")
-    ax.set_title(f"Augmentation loop: prevention (<= 1) vs omega and |S^t|\n{_note(p)}", fontsize=9)
+    ax.set_ylabel(f"convergence ratio\nmean of E[W2_t] over t in [20, {p['gens']}] / E[W2_1]")
+    ax.set_title(f"Augmentation loop: prevention (<= 1) vs ω and |S^t|\n{_note(p, floor=False)}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save(fig, out, f"{NAME}-convergence")
