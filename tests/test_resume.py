@@ -142,7 +142,10 @@ def test_an_interrupted_sweep_resumes(tmp_path, tiny):
 
 
 def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_directory(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "madloop.cli", "run", *SLOW, "--out", "r"], cwd=tmp_path,
+    # Ctrl-C reaches a command in a terminal; under `nohup` or `&` (as CI may run the tests) SIGINT is ignored and
+    # children inherit that, so the child first restores Python's handler, as a terminal session would have it.
+    terminal = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from madloop.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", terminal, "run", *SLOW, "--out", "r"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     parts = tmp_path / "r" / store.PARTS
     deadline = time.time() + 120
