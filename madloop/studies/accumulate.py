@@ -10,8 +10,8 @@ In the augmentation loop the fixed real set D_r joins each of them. All of them 
 their random streams. Distance: the Gaussian model's closed-form W2 to p_r, and exact W2 between samples for
 the DDPM (when the ``ddpm`` family is registered; without it that family is skipped and the study says so).
 The DDPM's accumulating training set grows by n_s a generation, and so does the cost of every epoch: its
-cpu scale is 8 runs of 10 generations at E1's sizes (about 10 minutes on 2 CPU cores); the gpu scale runs
-50 runs of 50 generations.
+cpu scale is 8 runs of 10 generations at E1's sizes (the whole study: 6.5 minutes on 2 CPU cores); the gpu
+scale runs 50 runs of 50 generations.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ faster.
 Families: the Gaussian model on SPEC E1's 2D Gaussian, an 8-component Gaussian mixture on a ring of eight
 Gaussians, and SPEC E1's toy DDPM on the 2D Gaussian when the ``ddpm`` family is registered (madloop.models.
 diffusion); without it that family is skipped and the study says so. The cpu scale runs the DDPM at E1's
-sizes (100 epochs, 1000 points) with only 8 runs, the most that six loops of 50 generations allow in about
-a quarter of an hour on 2 CPU cores; the gpu scale runs 50.
+sizes (100 epochs, 1000 points) with only 8 runs: its six loops of 50 generations took most of the study's
+47 minutes on 2 CPU cores (shared with another study); the gpu scale runs 50.
 """
 
 from __future__ import annotations
