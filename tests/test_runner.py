@@ -98,3 +98,13 @@ def test_summary_covers_every_run_when_only_some_keep_rows(tmp_path, tiny):
     assert row["sem"] == pytest.approx(t[3].std(ddof=1) / np.sqrt(len(t)))
     assert row.mad_ratio == pytest.approx(t[3].mean() / t[1].mean())
     assert row["median"] == pytest.approx(t[3].median())
+
+
+def test_chunks_are_whole_blocks_except_for_a_few_runs_on_the_cpu():
+    from madloop.runner import SPLIT_RUNS, chunks
+
+    assert chunks(8, 2) == [range(0, 4), range(4, 8)]
+    assert chunks(8, 2, split=False) == [range(0, 8)]  # one GPU worker keeps its runs together
+    assert chunks(3, 8) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert chunks(SPLIT_RUNS + 1, 2) == [range(0, SPLIT_RUNS + 1)]
+    assert chunks(2 * RUNS_PER_BLOCK + 5, 2) == [range(0, 2 * RUNS_PER_BLOCK), range(2 * RUNS_PER_BLOCK, 2 * RUNS_PER_BLOCK + 5)]
