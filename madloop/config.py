@@ -290,9 +290,10 @@ def validate(cfg: RunConfig) -> None:
         registry[getattr(cfg, name)]  # raises with the valid choices
     for name in cfg.metrics:
         METRICS[name]
-    missing = [cap for cap in getattr(ALGOS[cfg.algo], "needs", ()) if not hasattr(MODELS[cfg.model], cap)]
+    needs = getattr(ALGOS[cfg.algo], "needs", ())
+    missing = [cap for cap in needs if not hasattr(MODELS[cfg.model], cap)]
     if missing:
-        able = [m for m in MODELS.names() if all(hasattr(MODELS[m], c) for c in getattr(ALGOS[cfg.algo], "needs", ()))]
+        able = [m for m in MODELS.names() if all(hasattr(MODELS[m], c) for c in needs)]
         raise MadloopError(f"algorithm '{cfg.algo}' needs a model family that can {' and '.join(missing)}; "
                            f"'{cfg.model}' cannot (use one of: {', '.join(able)})")
     for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref", "store_runs"):

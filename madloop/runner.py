@@ -56,6 +56,9 @@ def build(cfg: RunConfig) -> Parts:
                  metrics={name: METRICS[name] for name in cfg.metrics})
 
 
+SPLIT_RUNS = 100  # a run count up to this may be split inside its stream block (see chunks)
+
+
 def chunks(runs: int, jobs: int, split: bool = True) -> list[range]:
     """Split runs 0..runs-1 into at most ``jobs`` contiguous chunks.
 
@@ -69,9 +72,6 @@ def chunks(runs: int, jobs: int, split: bool = True) -> list[range]:
     n_blocks = -(-runs // RUNS_PER_BLOCK)
     bounds = np.linspace(0, n_blocks, min(jobs, n_blocks) + 1).round().astype(int)
     return [range(a * RUNS_PER_BLOCK, min(b * RUNS_PER_BLOCK, runs)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-SPLIT_RUNS = 100
 
 
 def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:

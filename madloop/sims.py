@@ -46,7 +46,7 @@ class SIMS:
         object.__setattr__(self, "interval", tuple(float(v) for v in self.interval))  # JSON gives a list
 
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
-        if not (hasattr(spec, "finetune") and hasattr(spec, "guided")):
+        if not all(hasattr(spec, cap) for cap in self.needs):
             raise ValueError(f"sims needs a model family that can fine-tune and guide (ddpm, edm), got {type(spec).__name__}")
         # 1. Base model: standard training on D (the same call as the standard algorithm), or warm-started.
         if self.warm_start and previous is not None:

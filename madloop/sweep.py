@@ -80,6 +80,11 @@ def sweep(axes: Mapping[str, Sequence[Any]], *, out: str | Path, jobs: int = 1, 
     return _run_points(out, points, configs, jobs, force, checkpoint_s)
 
 
+def point_dir(out: Path, i: int) -> Path:
+    """The run directory of a sweep's i-th point."""
+    return out / f"point-{i:03d}"
+
+
 def _read_sweep(out: Path) -> tuple[list[dict[str, Any]], list[RunConfig]]:
     try:
         record = json.loads((out / SWEEP).read_text())
@@ -92,7 +97,7 @@ def load_sweep(out: str | Path) -> SweepResult:
     """Reopen a finished sweep folder."""
     out = Path(out)
     points, configs = _read_sweep(out)
-    return SweepResult(out, points, [load(out / f"point-{i:03d}") for i in range(len(configs))])
+    return SweepResult(out, points, [load(point_dir(out, i)) for i in range(len(configs))])
 
 
 def resume_sweep(out: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0) -> SweepResult:
@@ -107,7 +112,7 @@ def _run_points(out: Path, points, configs, jobs: int, force: bool, checkpoint_s
 
     results = []
     for i, cfg in enumerate(configs):
-        path = out / f"point-{i:03d}"
+        path = point_dir(out, i)
         if store.is_run_dir(path) and not force:
             results.append(resume(path, jobs=jobs, checkpoint_s=checkpoint_s))
         else:

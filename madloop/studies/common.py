@@ -32,15 +32,21 @@ LOOP_LABELS = {"fully_synthetic": "fully synthetic loop", "augmentation": "synth
 def run_points(points: Sequence[Mapping[str, Any]], jobs: int, **settings) -> pd.DataFrame:
     """The summaries of one run per point (``settings`` updated by the point), the point's settings as columns.
 
-    Every config is checked before anything runs. Points run in parallel, one worker each: for many small
-    runs that is where the work is (a run splits only into whole blocks of 250 runs, and each of its parts
-    costs a store write per generation). Parallel workers use one torch thread each, as the runner's do.
-    Keyed random streams make the numbers the same for any ``jobs``.
+    Every config is checked before anything runs (see ``summaries``).
     """
     configs = [madloop.resolve({**settings, **point}) for point in points]
+    return pd.concat([f.assign(**point) for f, point in zip(summaries(configs, jobs), points)], ignore_index=True)
+
+
+def summaries(configs: Sequence[madloop.RunConfig], jobs: int, convergence: bool = False) -> list[pd.DataFrame]:
+    """One run per config, its summary each (``convergence``: with each metric's convergence ratio).
+
+    The configs run in parallel, one worker each: for many small runs that is where the work is (each of a
+    run's chunks costs a store write per generation). Parallel workers use one torch thread each, as the
+    runner's do. Keyed random streams make the numbers the same for any ``jobs``.
+    """
     threads = 1 if jobs > 1 else None
-    frames = Parallel(n_jobs=jobs)(delayed(run_summary)(cfg, threads) for cfg in configs)
-    return pd.concat([f.assign(**point) for f, point in zip(frames, points)], ignore_index=True)
+    return Parallel(n_jobs=jobs)(delayed(run_summary)(cfg, threads, convergence) for cfg in configs)
 
 
 def sweep_summary(axes: Mapping[str, Sequence[Any]], jobs: int, **settings) -> pd.DataFrame:
@@ -48,15 +54,21 @@ def sweep_summary(axes: Mapping[str, Sequence[Any]], jobs: int, **settings) -> p
     return run_points(grid(axes), jobs, **settings)
 
 
-def run_summary(cfg: madloop.RunConfig, torch_threads: int | None = None) -> pd.DataFrame:
-    """The summary of one run of ``cfg``, in a scratch folder."""
+def run_summary(cfg: madloop.RunConfig, torch_threads: int | None = None, convergence: bool = False) -> pd.DataFrame:
+    """The summary of one run of ``cfg``, in a scratch folder; ``convergence`` adds the columns
+    convergence_ratio and convergence_ratio_ci (the CI half-width), one value per metric."""
     from madloop.studies import load_all
 
     load_all()  # a worker process must know the components that study modules register
     if torch_threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        return madloop.execute(cfg, out=Path(tmp) / "run").summary()
+        result = madloop.execute(cfg, out=Path(tmp) / "run")
+    if not convergence:
+        return result.summary()
+    ratios = pd.DataFrame([dict(metric=m, convergence_ratio=r, convergence_ratio_ci=h)
+                           for m in cfg.metrics for r, h in [result.convergence_ratio(m)]])
+    return result.summary().merge(ratios, on="metric", how="left")
 
 
 def columns_first(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:

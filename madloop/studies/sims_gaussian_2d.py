@@ -15,32 +15,19 @@ Four parts, one tidy table (column ``part``):
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-
 import madloop
 from madloop.studies import Study, register
-from madloop.studies.common import curves, save, write_table
+from madloop.studies.common import curves, save, summaries, write_table
 
 NAME = "sims-gaussian-2d"
 BASE = dict(loop="augmentation", algo="sims", model="ddpm", data="gaussian", n_real=1000, n_eval=1000, n_ref=1000,
             metrics=("w2",))
-
-
-def run_point(settings: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One run's summary and its convergence ratios, in a scratch folder."""
-    cfg = madloop.resolve(settings)
-    with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        result = madloop.execute(cfg, out=Path(tmp) / "run")
-        conv = pd.DataFrame([dict(metric=m, convergence_ratio=r, convergence_ratio_ci=h)
-                             for m in cfg.metrics for r, h in [result.convergence_ratio(m)]])
-        return result.summary(), conv
 
 
 def run_part(part: str, points: list[dict[str, Any]], common: Mapping[str, Any], jobs: int) -> pd.DataFrame:
@@ -48,11 +35,9 @@ def run_part(part: str, points: list[dict[str, Any]], common: Mapping[str, Any],
     for s in settings:
         if s["algo"] != "sims":
             s.pop("n_aux"), s.pop("aux_epochs")
-    for s in settings:
-        madloop.resolve(s)  # every point is checked before anything runs
-    done = Parallel(n_jobs=jobs)(delayed(run_point)(s) for s in settings)
-    frames = [summary.merge(conv, on="metric", how="left").assign(part=part, **p) for (summary, conv), p in zip(done, points)]
-    return pd.concat(frames, ignore_index=True)
+    configs = [madloop.resolve(s) for s in settings]  # every point is checked before anything runs
+    frames = summaries(configs, jobs, convergence=True)
+    return pd.concat([f.assign(part=part, **p) for f, p in zip(frames, points)], ignore_index=True)
 
 
 def configurations(batch: int) -> list[dict[str, Any]]:
