@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from madloop.models.ensemble import Params, init_mlp, mlp, train
+from madloop.models.ensemble import Net, Params, init_mlp, mlp, train
 from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
@@ -130,7 +130,7 @@ class DiffusionModel:
     scale: np.ndarray  # (runs, 1, d)
 
     def predict(self, x: torch.Tensor, level, step: int) -> torch.Tensor:
-        return self.spec.predict(self.params, x, level)
+        return self.spec.predict(partial(mlp, self.params, dtype=self.spec.torch_dtype), x, level)
 
     def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
         return self.spec.generate(self, self.predict, n, rng, lam)
@@ -174,8 +174,10 @@ class Diffusion:
     notebook does not state its batch size: 128 (8 steps per epoch on 1000 points) is our choice.
     ``steps``: the family's number of noise levels (DDPM's T, EDM's sampler steps).
     ``standardize`` trains on per-run, per-coordinate standardised data and maps samples back.
-    ``device``: "cpu", "cuda" or "auto" (cuda when available); ``dtype`` "bfloat16" runs the network
-    under autocast (weights, Adam and losses stay float32).
+    ``device``: "cpu", "cuda" or "auto" (cuda when available); ``dtype`` "bfloat16" runs the network's
+    matmuls in bfloat16 as torch.autocast does (weights, Adam and losses stay float32).
+    The methods ``net``, ``predict`` and ``loss`` take the MLP as a function ``network`` of its input
+    (madloop.models.ensemble): the fitted weights for sampling, the training pass for training.
     """
 
     width: int = 64
@@ -213,13 +215,16 @@ class Diffusion:
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
         return torch.device(self.device)
 
-    def net(self, params: Params, x: torch.Tensor, tau) -> torch.Tensor:
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def net(self, network: Net, x: torch.Tensor, tau) -> torch.Tensor:
         """F(x, tau): the MLP on x (runs, batch, d) joined with the time input tau (broadcast to (runs, batch, 1))."""
         tau = torch.as_tensor(tau, dtype=x.dtype, device=x.device).expand(*x.shape[:-1], 1)
         if self.time_embedding == "sinusoidal":
             tau = positional_embedding(tau)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
-            return mlp(params, torch.cat([x, tau], dim=-1)).float()
+        return network(torch.cat([x, tau], dim=-1))
 
     def fit(self, data: Samples, rng: RunRNG) -> DiffusionModel:
         """Train one network per run from scratch on that run's data."""
@@ -266,7 +271,7 @@ class Diffusion:
 
     def _train(self, model: DiffusionModel, x: np.ndarray, rng: RunRNG, epochs: int) -> DiffusionModel:
         x = (x - model.shift) / model.scale
-        params = train(model.params, self.loss, x, self.draw, rng.child("train"), epochs, self.batch, self.lr)
+        params = train(model.params, self.loss, x, self.draw, rng.child("train"), epochs, self.batch, self.lr, self.torch_dtype)
         return DiffusionModel(self, params, model.shift, model.scale)
 
     def _points(self, data: Samples, rng: RunRNG) -> np.ndarray:
@@ -287,15 +292,15 @@ class DDPM(Diffusion):
     def sampler_steps(self) -> int:
         return self.steps - 1
 
-    def predict(self, params: Params, x: torch.Tensor, t) -> torch.Tensor:
-        return self.net(params, x, t)
+    def predict(self, network: Net, x: torch.Tensor, t) -> torch.Tensor:
+        return self.net(network, x, t)
 
     def draw(self, rng: RunRNG, n: int, d: int) -> tuple[np.ndarray, ...]:
         t = rng.integers(self.steps, n)[..., None]
         return t, cosine_alpha_bar(self.steps)[t], rng.standard_normal(n, d, dtype=np.float32)
 
-    def loss(self, params: Params, x_0, t, alpha_bar, eps) -> torch.Tensor:
-        return ddpm_loss(partial(self.predict, params), x_0, t, alpha_bar, eps)
+    def loss(self, network: Net, x_0, t, alpha_bar, eps) -> torch.Tensor:
+        return ddpm_loss(partial(self.predict, network), x_0, t, alpha_bar, eps)
 
     def sampler(self, pred, x, noise, lam: float) -> torch.Tensor:
         return ddpm_sampler(pred, x, noise, cosine_alpha_bar(self.steps), lam)
@@ -326,15 +331,15 @@ class EDM(Diffusion):
     def sampler_steps(self) -> int:
         return self.steps
 
-    def predict(self, params: Params, x: torch.Tensor, sigma) -> torch.Tensor:
-        return edm_denoiser(partial(self.net, params), x, sigma, self.sigma_data)
+    def predict(self, network: Net, x: torch.Tensor, sigma) -> torch.Tensor:
+        return edm_denoiser(partial(self.net, network), x, sigma, self.sigma_data)
 
     def draw(self, rng: RunRNG, n: int, d: int) -> tuple[np.ndarray, ...]:
         sigma = np.exp(self.p_mean + self.p_std * rng.standard_normal(n, 1))
         return sigma, rng.standard_normal(n, d, dtype=np.float32)
 
-    def loss(self, params: Params, y, sigma, n) -> torch.Tensor:
-        return edm_loss(partial(self.predict, params), y, sigma, n, self.sigma_data)
+    def loss(self, network: Net, y, sigma, n) -> torch.Tensor:
+        return edm_loss(partial(self.predict, network), y, sigma, n, self.sigma_data)
 
     def sampler(self, pred, x, noise, lam: float) -> torch.Tensor:
         sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
