@@ -127,7 +127,8 @@ def test_ensemble_training_matches_plain_torch_adam():
 def test_training_pass_gradients_equal_autograd(dtype):
     sizes, k, m = [3, 16, 16, 16, 2], 4, 10
     params = init_mlp(sizes, rng("init", k), torch.device("cpu"))
-    h, y = (torch.as_tensor(rng(role, k).standard_normal(m, d), dtype=torch.float32) for role, d in (("h", 3), ("y", 2)))
+    h = torch.as_tensor(rng("h", k).standard_normal(m, 3), dtype=torch.float32)
+    y = torch.as_tensor(rng("y", k).standard_normal(m, 2), dtype=torch.float32)
     loss = lambda out: ((out - y) ** 2).mean((1, 2)).sum()  # noqa: E731
     leaves = [p.clone().requires_grad_() for p in params]
     loss(mlp(leaves, h, dtype)).backward()

@@ -271,7 +271,8 @@ class Diffusion:
 
     def _train(self, model: DiffusionModel, x: np.ndarray, rng: RunRNG, epochs: int) -> DiffusionModel:
         x = (x - model.shift) / model.scale
-        params = train(model.params, self.loss, x, self.draw, rng.child("train"), epochs, self.batch, self.lr, self.torch_dtype)
+        params = train(model.params, self.loss, x, self.draw, rng.child("train"), epochs, self.batch, self.lr,
+                       self.torch_dtype)
         return DiffusionModel(self, params, model.shift, model.scale)
 
     def _points(self, data: Samples, rng: RunRNG) -> np.ndarray:
