@@ -277,7 +277,7 @@ def main() -> None:
             "|---|---|---|---|---|---|",
             *(runner_row(runs, m, peak) for runs, m in runner.items()),
             "",
-            "bf16: the same batched ensemble with its matmuls in bfloat16 as torch.autocast does (`--dtype bfloat16`;",
+            "bf16: the same batched ensemble with the network under torch.autocast(bfloat16) (`--dtype bfloat16`;",
             "weights, Adam state and the loss stay fp32). GFLOP/s counts the same FLOPs; % is still of the fp32 rate.",
             "",
             "| runs R | train fp32 ms | train bf16 ms | bf16 speed-up | train bf16 GFLOP/s | sample fp32 ms "

@@ -174,8 +174,8 @@ class Diffusion:
     notebook does not state its batch size: 128 (8 steps per epoch on 1000 points) is our choice.
     ``steps``: the family's number of noise levels (DDPM's T, EDM's sampler steps).
     ``standardize`` trains on per-run, per-coordinate standardised data and maps samples back.
-    ``device``: "cpu", "cuda" or "auto" (cuda when available); ``dtype`` "bfloat16" runs the network's
-    matmuls in bfloat16 as torch.autocast does (weights, Adam and losses stay float32).
+    ``device``: "cpu", "cuda" or "auto" (cuda when available); ``dtype`` "bfloat16" runs the network
+    under torch.autocast (weights, Adam and losses stay float32).
     The methods ``net``, ``predict`` and ``loss`` take the MLP as a function ``network`` of its input
     (madloop.models.ensemble): the fitted weights for sampling, the training pass for training.
     """

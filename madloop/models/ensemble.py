@@ -17,12 +17,14 @@ gradients against autograd's), but autograd allocates every activation and gradi
 step, and on a CPU memory freed and asked for again in megabyte pieces comes back as page faults (tens
 of thousands per fit at 100 runs). The hand-written pass reuses one block's buffers for every step and
 writes each block's gradients straight into its rows of one gradient tensor per stacked weight: 10-20%
-faster than autograd on 2 CPU cores (benchmarks/bench_ensemble.py).
+faster than autograd on 2 CPU cores (benchmarks/bench_ensemble.py). bfloat16 training stays with autograd
+under torch.autocast: the hand-written pass in bfloat16 measured slower than autocast at 100 runs.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -70,24 +72,19 @@ def layers(params: Params, h: torch.Tensor) -> torch.Tensor:
 
 
 class TrainingPass:
-    """The MLP of a block of runs for training: ``pass_.net(rows)`` is the block's network as a function of
-    its input, which runs ``layers``' forward pass into reused buffers; ``backward(g)`` then takes the
-    gradient of the loss with respect to that output and writes the weights' gradients into ``grads``.
-
-    Buffers hold one block of ``runs`` x ``batch`` rows in the compute ``dtype`` (bfloat16: the weights
-    are cast per block, biases and gradients stay float32, as under torch.autocast).
+    """The float32 MLP of a block of runs for training: ``pass_.net(rows)`` is the block's network as a
+    function of its input, which runs ``layers``' forward pass into reused buffers; ``backward(g)`` then
+    takes the gradient of the loss with respect to that output and writes the weights' gradients into
+    their rows of ``grads``. Buffers hold one block of ``runs`` x ``batch`` rows.
     """
 
-    def __init__(self, params: Params, grads: Params, runs: int, batch: int, dtype: torch.dtype):
-        self.params, self.grads, self.dtype = params, grads, dtype
+    def __init__(self, params: Params, grads: Params, runs: int, batch: int):
+        self.params, self.grads = params, grads
         W = params[0::2]
         self.sizes = [W[0].shape[1]] + [w.shape[2] for w in W]
-        new = lambda *shape: torch.empty(math.prod(shape), dtype=dtype, device=W[0].device)  # noqa: E731
+        new = lambda *shape: torch.empty(math.prod(shape), device=W[0].device)  # noqa: E731
         self.acts = [new(runs, batch, s) for s in self.sizes]  # acts[l]: the input of layer l
         self.delta = [new(runs, batch, max(self.sizes[1:-1])) for _ in range(2)]  # gradients wrt activations
-        # bfloat16: the block's weights cast for the matmuls, and its gradients before they go to grads.
-        self.cast = [new(runs, *w.shape[1:]) for w in W] if dtype != torch.float32 else None
-        self.scratch = [new(runs, *p.shape[1:]) for p in params] if dtype != torch.float32 else None
 
     def net(self, rows: slice) -> Net:
         """The network of runs ``rows`` (a block of at most ``runs``), to be called once before backward."""
@@ -96,50 +93,33 @@ class TrainingPass:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         k, m, _ = x.shape
-        W = self.W = self._weights(k)
-        b = self.params[1::2]
+        W, b = [w[self.rows] for w in self.params[0::2]], [c[self.rows] for c in self.params[1::2]]
         with torch.no_grad():
             h = self._act(0, k, m).copy_(x)
             for l in range(len(W)):
-                h = torch.bmm(h, W[l], out=self._act(l + 1, k, m)).add_(b[l][self.rows])
+                h = torch.bmm(h, W[l], out=self._act(l + 1, k, m)).add_(b[l])
                 if 0 < l < len(W) - 1:
                     h.relu_()
         self.out = h.detach().requires_grad_()
-        return self.out.float()
+        return self.out
 
     def backward(self, g: torch.Tensor) -> None:
         """Write the gradients of the block's weights given g, the loss's gradient wrt the block's output."""
         k, m, _ = g.shape
-        W = self.W
+        W, grads = [w[self.rows] for w in self.params[0::2]], [grad[self.rows] for grad in self.grads]
         with torch.no_grad():
             for l in reversed(range(len(W))):
                 h = self._act(l, k, m)
                 if g.shape[2] < NARROW:  # the same numbers as h^T g, several times faster (MKL)
-                    self._sink(2 * l, k).copy_(torch.bmm(g.transpose(1, 2), h).transpose(1, 2))
+                    grads[2 * l].copy_(torch.bmm(g.transpose(1, 2), h).transpose(1, 2))
                 else:
-                    torch.bmm(h.transpose(1, 2), g, out=self._sink(2 * l, k))
-                torch.sum(g, 1, keepdim=True, out=self._sink(2 * l + 1, k))
+                    torch.bmm(h.transpose(1, 2), g, out=grads[2 * l])
+                torch.sum(g, 1, keepdim=True, out=grads[2 * l + 1])
                 if l == 0:
                     break  # the input needs no gradient
-                delta = self._view(self.delta[l % 2], k, m, self.sizes[l])
-                g = torch.bmm(g, W[l].transpose(1, 2), out=delta)
+                g = torch.bmm(g, W[l].transpose(1, 2), out=self._view(self.delta[l % 2], k, m, self.sizes[l]))
                 if l > 1:  # layer l-1 ends in a ReLU: pass the gradient where its output is positive
                     g = torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
-        if self.scratch is not None:
-            for grad, scratch in zip(self.grads, self.scratch):
-                grad[self.rows] = self._view(scratch, k, *grad.shape[1:])
-
-    def _weights(self, k: int) -> list[torch.Tensor]:
-        W = [w[self.rows] for w in self.params[0::2]]
-        if self.cast is None:
-            return W
-        return [self._view(c, k, *w.shape[1:]).copy_(w) for c, w in zip(self.cast, W)]
-
-    def _sink(self, j: int, k: int) -> torch.Tensor:
-        """Where gradient j of the block is computed: its rows of grads[j], or a compute-dtype buffer."""
-        if self.scratch is None:
-            return self.grads[j][self.rows]
-        return self._view(self.scratch[j], k, *self.grads[j].shape[1:])
 
     def _act(self, l: int, k: int, m: int) -> torch.Tensor:
         return self._view(self.acts[l], k, m, self.sizes[l])
@@ -173,7 +153,7 @@ def train(
     device, (runs, n, d) = params[0].device, x.shape
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
     G = max(1, ROWS // batch)
-    pass_ = TrainingPass(params, grads, min(G, runs), min(batch, n), dtype)
+    pass_ = TrainingPass(params, grads, min(G, runs), min(batch, n)) if dtype == torch.float32 else None
     opt = torch.optim.Adam(params, lr=lr, fused=True)
     for _ in range(epochs):
         # One epoch's data and noise, drawn on the host in one go per stream.
@@ -183,9 +163,15 @@ def train(
         for i in range(0, n, batch):
             for r in range(0, runs, G):
                 rows = slice(r, r + G)
-                net = pass_.net(rows)
+                data = [a[rows, i : i + batch] for a in epoch]
                 with torch.enable_grad():
-                    total = loss(net, *(a[rows, i : i + batch] for a in epoch)).sum()
+                    if pass_ is None:  # bfloat16: autograd through mlp under autocast
+                        leaves = tuple(p[rows].detach().requires_grad_() for p in params)
+                        loss(partial(mlp, leaves, dtype=dtype), *data).sum().backward()
+                        for grad, leaf in zip(grads, leaves):
+                            grad[rows] = leaf.grad
+                        continue
+                    total = loss(pass_.net(rows), *data).sum()
                     (g,) = torch.autograd.grad(total, pass_.out)
                 pass_.backward(g)
             opt.step()
