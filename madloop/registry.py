@@ -10,6 +10,7 @@ Strings become classes here, at the config boundary, and nowhere deeper in the l
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from typing import Callable, Generic, Iterator, TypeVar
 
 from madloop.errors import MadloopError
@@ -37,7 +38,10 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise MadloopError(f"unknown {self.kind} '{name}'; choose from: {', '.join(sorted(self._items))}") from None
+            close = get_close_matches(str(name), self._items, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            choices = ", ".join(sorted(self._items))
+            raise MadloopError(f"unknown {self.kind} '{name}'{hint}; choose from: {choices}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

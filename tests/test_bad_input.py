@@ -17,6 +17,7 @@ def cli(monkeypatch, capsys, *args):
 
 BAD = [
     (["--loop", "spiral"], "unknown loop 'spiral'; choose from: augmentation, fresh, fully_synthetic"),
+    (["--loop", "fully-synthetic"], "unknown loop 'fully-synthetic' (did you mean 'fully_synthetic'?); choose from:"),
     (["--model", "vae"], "unknown model 'vae'; choose from:"),
     (["--data", "imagenet"], "unknown data source 'imagenet'; choose from:"),
     (["--algo", "magic"], "unknown algorithm 'magic'; choose from:"),
