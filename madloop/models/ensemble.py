@@ -86,6 +86,13 @@ class TrainingPass:
         self.acts = [new(runs, batch, s) for s in self.sizes]  # acts[l]: the input of layer l
         self.delta = [new(runs, batch, max(self.sizes[1:-1])) for _ in range(2)]  # gradients wrt activations
 
+    def gradients(self, loss: Callable[..., torch.Tensor], rows: slice, data: list[torch.Tensor]) -> None:
+        """Write the gradients of the summed ``loss(net, *data)`` for the block of runs ``rows``."""
+        with torch.enable_grad():
+            total = loss(self.net(rows), *data).sum()
+            (g,) = torch.autograd.grad(total, self.out)
+        self.backward(g)
+
     def net(self, rows: slice) -> Net:
         """The network of runs ``rows`` (a block of at most ``runs``), to be called once before backward."""
         self.rows, self.out = rows, None
@@ -129,6 +136,16 @@ class TrainingPass:
         return flat[: math.prod(shape)].view(shape)
 
 
+def autocast_gradients(params: Params, grads: Params, dtype: torch.dtype, loss: Callable[..., torch.Tensor],
+                       rows: slice, data: list[torch.Tensor]) -> None:
+    """``TrainingPass.gradients`` by autograd through ``mlp`` under torch.autocast (bfloat16 training)."""
+    leaves = tuple(p[rows].detach().requires_grad_() for p in params)
+    with torch.enable_grad():
+        loss(partial(mlp, leaves, dtype=dtype), *data).sum().backward()
+    for grad, leaf in zip(grads, leaves):
+        grad[rows] = leaf.grad
+
+
 def train(
     params: Params,
     loss: Callable[..., torch.Tensor],
@@ -153,7 +170,10 @@ def train(
     device, (runs, n, d) = params[0].device, x.shape
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
     G = max(1, ROWS // batch)
-    pass_ = TrainingPass(params, grads, min(G, runs), min(batch, n)) if dtype == torch.float32 else None
+    if dtype == torch.float32:
+        gradients = TrainingPass(params, grads, min(G, runs), min(batch, n)).gradients
+    else:
+        gradients = partial(autocast_gradients, params, grads, dtype)
     opt = torch.optim.Adam(params, lr=lr, fused=True)
     for _ in range(epochs):
         # One epoch's data and noise, drawn on the host in one go per stream.
@@ -163,17 +183,7 @@ def train(
         for i in range(0, n, batch):
             for r in range(0, runs, G):
                 rows = slice(r, r + G)
-                data = [a[rows, i : i + batch] for a in epoch]
-                with torch.enable_grad():
-                    if pass_ is None:  # bfloat16: autograd through mlp under autocast
-                        leaves = tuple(p[rows].detach().requires_grad_() for p in params)
-                        loss(partial(mlp, leaves, dtype=dtype), *data).sum().backward()
-                        for grad, leaf in zip(grads, leaves):
-                            grad[rows] = leaf.grad
-                        continue
-                    total = loss(pass_.net(rows), *data).sum()
-                    (g,) = torch.autograd.grad(total, pass_.out)
-                pass_.backward(g)
+                gradients(loss, rows, [a[rows, i : i + batch] for a in epoch])
             opt.step()
     for p in params:
         p.grad = None
