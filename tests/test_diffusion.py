@@ -83,6 +83,21 @@ def test_ensemble_run_equals_that_run_trained_alone(spec, rows, monkeypatch):
     assert not torch.equal(together.params[0][0], together.params[0][1])
 
 
+@pytest.mark.parametrize("threads, rows", [(2, ensemble.ROWS), (2, 16), (1, 16)])
+def test_training_is_identical_for_any_thread_count_and_block_size(threads, rows, monkeypatch):
+    def fit(threads: int):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return DDPM(**TINY).fit(data(), rng("fit"))
+        finally:
+            torch.set_num_threads(before)
+
+    one = fit(1)  # one thread, one block of all runs
+    monkeypatch.setattr(ensemble, "ROWS", rows)  # 16 rows: a block per run, shared among the threads
+    assert all(torch.equal(a, b) for a, b in zip(one.params, fit(threads).params))
+
+
 def test_mlp_matches_torch_nn_layer_list():
     sizes = [3, 8, 8, 8, 2]
     params = init_mlp(sizes, rng("init"), torch.device("cpu"))

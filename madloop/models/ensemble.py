@@ -12,30 +12,32 @@ passes its own: a forward pass that keeps its activations for a hand-written bac
 
 Speed: a width-64 layer does little arithmetic per byte, so a pass over all runs at once runs at the
 speed of memory. Runs therefore go through the network in blocks of about ROWS rows (runs x points).
-Training computes what autograd would, with the same kernels in the same order (a test checks the
-gradients against autograd's), but autograd allocates every activation and gradient afresh at every
-step, and on a CPU memory freed and asked for again in megabyte pieces comes back as page faults (tens
-of thousands per fit at 100 runs). The hand-written pass reuses one block's buffers for every step and
-writes each block's gradients straight into its rows of one gradient tensor per stacked weight: 10-20%
-faster than autograd on 2 CPU cores (benchmarks/bench_ensemble.py). bfloat16 training stays with autograd
-under torch.autocast: the hand-written pass in bfloat16 measured slower than autocast at 100 runs.
+Training computes what autograd would, but autograd allocates every activation and gradient afresh at
+every step, and on a CPU memory freed and asked for again in megabyte pieces comes back as page faults.
+The hand-written pass (a test checks its gradients against autograd's) reuses one block's buffers for
+every step and writes each block's gradients straight into its rows of one gradient tensor per stacked
+weight; all weights are views of one flat tensor, so Adam is one fused update. On a CPU its products go
+through NumPy's BLAS (``bmm``), one thread per block of runs, blocks shared among torch's threads.
+bfloat16 training stays with autograd under torch.autocast: the hand-written pass in bfloat16 measured
+slower than autocast at 100 runs.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from madloop.rng import RunRNG
 
 Params = tuple[torch.Tensor, ...]  # (W_0, b_0, W_1, b_1, ...), each with the run on axis 0
 Net = Callable[[torch.Tensor], torch.Tensor]
 ROWS = 16384  # rows (runs x points) per pass through the network
-NARROW = 16  # a layer with fewer outputs has its weight gradient computed transposed
 
 
 def init_mlp(sizes: list[int], rng: RunRNG, device: torch.device) -> Params:
@@ -71,6 +73,17 @@ def layers(params: Params, h: torch.Tensor) -> torch.Tensor:
     return torch.bmm(h, W[-1]).add_(b[-1])
 
 
+def bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = a @ b per run. On a CPU through NumPy's BLAS, which the caller limits to one thread: for
+    these small per-run products (128 x 64 x 64) OpenBLAS, in NumPy's wheels, ran 1.3-1.7x faster than
+    torch.bmm (MKL) and up to 10x on the narrow first and last layers (benchmarks/bench_ensemble.py)."""
+    if a.device.type == "cpu":
+        np.matmul(a.numpy(), b.numpy(), out=out.numpy())
+    else:
+        torch.bmm(a, b, out=out)
+    return out
+
+
 class TrainingPass:
     """The float32 MLP of a block of runs for training: ``pass_.net(rows)`` is the block's network as a
     function of its input, which runs ``layers``' forward pass into reused buffers; ``backward(g)`` then
@@ -104,7 +117,7 @@ class TrainingPass:
         with torch.no_grad():
             h = self._act(0, k, m).copy_(x)
             for l in range(len(W)):
-                h = torch.bmm(h, W[l], out=self._act(l + 1, k, m)).add_(b[l])
+                h = bmm(h, W[l], self._act(l + 1, k, m)).add_(b[l])
                 if 0 < l < len(W) - 1:
                     h.relu_()
         self.out = h.detach().requires_grad_()
@@ -117,14 +130,11 @@ class TrainingPass:
         with torch.no_grad():
             for l in reversed(range(len(W))):
                 h = self._act(l, k, m)
-                if g.shape[2] < NARROW:  # the same numbers as h^T g, several times faster (MKL)
-                    grads[2 * l].copy_(torch.bmm(g.transpose(1, 2), h).transpose(1, 2))
-                else:
-                    torch.bmm(h.transpose(1, 2), g, out=grads[2 * l])
+                bmm(h.transpose(1, 2), g, grads[2 * l])
                 torch.sum(g, 1, keepdim=True, out=grads[2 * l + 1])
                 if l == 0:
                     break  # the input needs no gradient
-                g = torch.bmm(g, W[l].transpose(1, 2), out=self._view(self.delta[l % 2], k, m, self.sizes[l]))
+                g = bmm(g, W[l].transpose(1, 2), self._view(self.delta[l % 2], k, m, self.sizes[l]))
                 if l > 1:  # layer l-1 ends in a ReLU: pass the gradient where its output is positive
                     g = torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
 
@@ -163,28 +173,42 @@ def train(
     noise ``draw(rng, n, d)`` (arrays of shape (runs, n, ...)); ``loss(net, x0, *noise)`` gives one loss per
     run of the network ``net`` (a function of the network's input, called once). Adam state starts fresh.
     """
-    params = tuple(p.detach().clone() for p in params)
-    grads = tuple(torch.zeros_like(p) for p in params)
-    for p, g in zip(params, grads):
-        p.grad = g
+    # All weights are views of one flat tensor, and so are their gradients: Adam is one fused update.
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    flat.grad = torch.zeros_like(flat)
+    params, grads = _views(flat, params), _views(flat.grad, params)
     device, (runs, n, d) = params[0].device, x.shape
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
-    G = max(1, ROWS // batch)
+    # Blocks of runs, shared among torch's threads on a CPU (each thread one BLAS thread, its own buffers).
+    threads = torch.get_num_threads() if device.type == "cpu" and dtype == torch.float32 else 1
+    G = max(1, min(ROWS // batch, -(-runs // threads)))
+    blocks = [slice(r, r + G) for r in range(0, runs, G)]
     if dtype == torch.float32:
-        gradients = TrainingPass(params, grads, min(G, runs), min(batch, n)).gradients
+        passes = [TrainingPass(params, grads, min(G, runs), min(batch, n)).gradients for _ in blocks[:threads]]
     else:
-        gradients = partial(autocast_gradients, params, grads, dtype)
-    opt = torch.optim.Adam(params, lr=lr, fused=True)
-    for _ in range(epochs):
-        # One epoch's data and noise, drawn on the host in one go per stream.
-        order = torch.as_tensor(rng.permutations(n), device=device)
-        epoch = [torch.take_along_dim(x, order[..., None], 1)]
-        epoch += [torch.as_tensor(a, dtype=torch.float32, device=device) for a in draw(rng, n, d)]
-        for i in range(0, n, batch):
-            for r in range(0, runs, G):
-                rows = slice(r, r + G)
-                gradients(loss, rows, [a[rows, i : i + batch] for a in epoch])
-            opt.step()
-    for p in params:
-        p.grad = None
-    return params
+        passes = [partial(autocast_gradients, params, grads, dtype)]
+    opt = torch.optim.Adam([flat], lr=lr, fused=True)
+
+    def share(j: int, i: int) -> None:
+        """Thread j's blocks of minibatch i."""
+        for rows in blocks[j :: len(passes)]:
+            passes[j](loss, rows, [a[rows, i : i + batch] for a in epoch])
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(passes)) as pool:
+        for _ in range(epochs):
+            # One epoch's data and noise, drawn on the host in one go per stream.
+            order = torch.as_tensor(rng.permutations(n), device=device)
+            epoch = [torch.take_along_dim(x, order[..., None], 1)]
+            epoch += [torch.as_tensor(a, dtype=torch.float32, device=device) for a in draw(rng, n, d)]
+            for i in range(0, n, batch):
+                if len(passes) == 1:
+                    share(0, i)
+                else:
+                    list(pool.map(share, range(len(passes)), [i] * len(passes)))
+                opt.step()
+    return tuple(p.clone() for p in params)
+
+
+def _views(flat: torch.Tensor, like: Params) -> Params:
+    """Consecutive pieces of ``flat`` shaped like ``like``."""
+    return tuple(piece.view(p.shape) for piece, p in zip(flat.split([p.numel() for p in like]), like))
