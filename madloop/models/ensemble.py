@@ -98,6 +98,7 @@ class TrainingPass:
         new = lambda *shape: torch.empty(math.prod(shape), device=W[0].device)  # noqa: E731
         self.acts = [new(runs, batch, s) for s in self.sizes]  # acts[l]: the input of layer l
         self.delta = [new(runs, batch, max(self.sizes[1:-1])) for _ in range(2)]  # gradients wrt activations
+        self.w_t = new(runs, max(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:])))  # one layer's W^T
 
     def gradients(self, loss: Callable[..., torch.Tensor], rows: slice, data: list[torch.Tensor]) -> None:
         """Write the gradients of the summed ``loss(net, *data)`` for the block of runs ``rows``."""
@@ -134,7 +135,9 @@ class TrainingPass:
                 torch.sum(g, 1, keepdim=True, out=grads[2 * l + 1])
                 if l == 0:
                     break  # the input needs no gradient
-                g = bmm(g, W[l].transpose(1, 2), self._view(self.delta[l % 2], k, m, self.sizes[l]))
+                # g W^T with W^T copied first: BLAS reads a transposed W^T view at two thirds of the speed.
+                W_T = self._view(self.w_t, k, self.sizes[l + 1], self.sizes[l]).copy_(W[l].transpose(1, 2))
+                g = bmm(g, W_T, self._view(self.delta[l % 2], k, m, self.sizes[l]))
                 if l > 1:  # layer l-1 ends in a ReLU: pass the gradient where its output is positive
                     g = torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
 
@@ -179,9 +182,10 @@ def train(
     params, grads = _views(flat, params), _views(flat.grad, params)
     device, (runs, n, d) = params[0].device, x.shape
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
-    # Blocks of runs, shared among torch's threads on a CPU (each thread one BLAS thread, its own buffers).
+    # Blocks of about ROWS runs x points, shared among torch's threads on a CPU (each thread with one BLAS
+    # thread and its own buffers); a block of fewer than ROWS / 4 rows costs more in overhead than it gains.
     threads = torch.get_num_threads() if device.type == "cpu" and dtype == torch.float32 else 1
-    G = max(1, min(ROWS // batch, -(-runs // threads)))
+    G = max(1, min(ROWS // batch, max(-(-runs // threads), ROWS // 4 // batch)))
     blocks = [slice(r, r + G) for r in range(0, runs, G)]
     if dtype == torch.float32:
         passes = [TrainingPass(params, grads, min(G, runs), min(batch, n)).gradients for _ in blocks[:threads]]
