@@ -74,9 +74,10 @@ def layers(params: Params, h: torch.Tensor) -> torch.Tensor:
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out = a @ b per run. On a CPU through NumPy's BLAS, which the caller limits to one thread: for
-    these small per-run products (128 x 64 x 64) OpenBLAS, in NumPy's wheels, ran 1.3-1.7x faster than
-    torch.bmm (MKL) and up to 10x on the narrow first and last layers (benchmarks/bench_ensemble.py)."""
+    """out = a @ b per run. On a CPU through NumPy's BLAS, which the caller limits to one thread: on the
+    2-core machine of benchmarks/RESULTS_ensemble.md, OpenBLAS (in NumPy's wheels) multiplied these small
+    per-run matrices (128 x 64 by 64 x 64) 1.3-1.7x faster than torch.bmm (MKL), and the narrow first and
+    last layers (3 inputs, 2 outputs) up to 10x faster."""
     if a.device.type == "cpu":
         np.matmul(a.numpy(), b.numpy(), out=out.numpy())
     else:
