@@ -10,7 +10,8 @@ this machine: split into the runner's chunks, each a worker process with its sha
 once (on 2 cores up to 100 runs are shared by two single-threaded workers; 1000 runs are one chunk).
 Training uses EPOCHS epochs instead of E1's 100 (time per epoch is constant, so this only scales the
 totals). Throughput counts the matrix-multiply FLOPs of the forward and backward passes and is compared
-with the machine's fp32 matmul rate measured in the same run. Each timing is the best of REPEATS, and the
+with the machine's fp32 matmul rate measured in the same run: the faster of torch's BLAS and NumPy's
+(madloop trains through NumPy's on a CPU). Each timing is the best of REPEATS, and the
 better of PASSES passes over all configurations (the machine may be shared: a burst of load). Peak
 memory: a fresh process per configuration resets its peak resident set (Linux /proc/self/clear_refs)
 after importing torch and reports the peak above its resident set at that point. The load average is
