@@ -56,12 +56,10 @@ def matmul_gflops(size: int = 2048) -> dict[str, float]:
     """The machine's fp32 matmul throughput with each BLAS madloop uses (torch's, and NumPy's, which
     trains on a CPU): best of REPEATS products of two size x size matrices."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    rates = {}
-    for name, mm in (("torch", torch.matmul), ("numpy", np.matmul)):
-        x, y = (a, b) if name == "torch" else (a.numpy(), b.numpy())
-        mm(x, y)
-        rates[name] = 2 * size**3 / best_time(lambda: mm(x, y)) / 1e9
-    return rates
+    products = {"torch": lambda: a @ b, "numpy": lambda: a.numpy() @ b.numpy()}
+    for product in products.values():
+        product()  # warm-up
+    return {name: 2 * size**3 / best_time(product) / 1e9 for name, product in products.items()}
 
 
 def layer_sizes(spec: DDPM) -> list[int]:
