@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from madloop import algorithms, data, metrics, models, sims, truth_metrics  # noqa: E402,F401  (registers the built-ins)
+from madloop import algorithms, data, metrics, models, sims  # noqa: E402,F401  (registers the built-ins)
 from madloop.config import PRESETS, RunConfig, resolve  # noqa: E402
 from madloop.errors import MadloopError  # noqa: E402
 from madloop.loop import LOOPS, generations  # noqa: E402

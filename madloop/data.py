@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from madloop.models.gaussian import psd_sqrt
+from madloop.gaussian import psd_sqrt
 from madloop.registry import DATA
 from madloop.rng import RunRNG
 from madloop.samples import Samples

@@ -80,7 +80,7 @@ def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:
 
 
 def needs_points(parts: Parts) -> bool:
-    return any(not getattr(m, "needs_model", False) for m in parts.metrics.values())
+    return any(not m.model for m in parts.metrics.values())
 
 
 def nonfinite_runs(samples: np.ndarray | None) -> np.ndarray:
@@ -95,7 +95,7 @@ def evaluate(cfg: RunConfig, parts: Parts, runs: range, gen: int, samples: np.nd
     """Every metric's values (one per run) for one generation of a chunk."""
     values = {}
     for name, metric in parts.metrics.items():
-        if model is None and getattr(metric, "needs_model", False):
+        if model is None and metric.model:
             continue
         ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, f"metric/{name}"), threads,
                         getattr(parts.points, "truth", None))

@@ -3,7 +3,9 @@ import ot
 import pytest
 import torch
 
-from madloop.metrics import Evaluation, gaussian_w2, w2_1d_squared, w2_exact
+from madloop.gaussian import gaussian_w2, logdet, mean_cov, psd_cholesky, psd_sqrt, sym_sqrt
+from madloop.metrics import Evaluation, Metric, register
+from madloop.metrics.sample import w2_1d_squared, w2_exact
 from madloop.registry import METRICS
 
 
@@ -67,3 +69,51 @@ def test_mean_and_cov_errors():
     assert METRICS["mean_err"](ev(shifted, ref))[0] == pytest.approx(2.0)
     assert METRICS["cov_err"](ev(shifted, ref))[0] == pytest.approx(0.0, abs=1e-12)
     assert METRICS["cov_err"](ev(2 * ref[None], ref))[0] > 0
+
+
+def test_a_plain_metric_is_called_once_per_run_and_registered_as_a_record(monkeypatch):
+    monkeypatch.setattr(METRICS, "_items", dict(METRICS._items))  # registered for this test only
+
+    def spread(samples, reference):
+        return float(np.abs(samples - reference.mean(0)).mean())
+
+    assert register("test-spread", replace=True)(spread) is spread  # the function itself stays usable
+    metric = METRICS["test-spread"]
+    assert metric == Metric("test-spread", spread, batched=False, model=False, distance=True)
+    ref = np.zeros((5, 2))
+    samples = np.stack([np.ones((4, 2)), 3 * np.ones((4, 2))])
+    np.testing.assert_array_equal(metric(ev(samples, ref)), [1.0, 3.0])
+
+
+SAMPLE_METRICS = ("w2", "sliced_w2", "gauss_w2", "mean_err", "cov_err", "precision", "recall")
+MODEL_METRICS = ("model_trace", "model_logdet", "true_w2", "true_kl", "true_kl_rev", "true_mean_err", "true_cov_err")
+
+
+def test_built_in_metrics_say_what_they_measure():
+    built_in = SAMPLE_METRICS + MODEL_METRICS
+    assert [METRICS[name].model for name in built_in] == [False] * 7 + [True] * 7
+    assert all(METRICS[name].batched and METRICS[name].name == name for name in built_in)
+    # A MAD ratio E[d_t] / E[d_1] is for distances to p_r, not for the covariance's trace or log-determinant.
+    assert [name for name in built_in if not METRICS[name].distance] == ["model_trace", "model_logdet"]
+
+
+def test_the_three_covariance_factors_and_the_fit():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((5, 3, 3))
+    u = rng.standard_normal((3, 1))
+    cov = np.concatenate([a @ np.swapaxes(a, 1, 2), (u @ u.T)[None]])  # the last one singular
+    root, chol, sym = psd_sqrt(cov), psd_cholesky(cov), sym_sqrt(cov)
+    for factor in (root, chol):
+        np.testing.assert_allclose(factor @ np.swapaxes(factor, 1, 2), cov, atol=1e-10)
+    np.testing.assert_array_equal(chol, np.tril(chol))
+    np.testing.assert_allclose(sym, np.swapaxes(sym, 1, 2), atol=1e-12)
+    np.testing.assert_allclose(sym @ sym, cov, atol=1e-10)
+    np.testing.assert_allclose(logdet(cov[:5]), np.linalg.slogdet(cov[:5])[1])
+    np.testing.assert_allclose(logdet(cov[:5, :2, :2]), np.linalg.slogdet(cov[:5, :2, :2])[1])  # 2 x 2 closed form
+    singular = [np.diag([1.0, 1.0, 0.0]), np.array([[1.0, 2.0], [2.0, 4.0]])]
+    assert [logdet(c[None])[0] for c in singular] == [-np.inf, -np.inf]
+    x = rng.standard_normal((2, 10, 3))
+    mean, ml = mean_cov(x)
+    np.testing.assert_allclose(mean, x.mean(1))
+    np.testing.assert_allclose(ml[1], np.cov(x[1].T, bias=True))
+    np.testing.assert_allclose(mean_cov(x, ddof=1)[1][1], np.cov(x[1].T))

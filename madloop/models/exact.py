@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from madloop.data import GaussianData
-from madloop.models.gaussian import GaussianModel, moments
+from madloop.gaussian import mean_cov, psd_cholesky
+from madloop.models.gaussian import GaussianModel
 from madloop.rng import RunRNG
 from madloop.samples import Samples
 
@@ -58,7 +59,7 @@ class Stats:
     @staticmethod
     def of(x: np.ndarray) -> "Stats":
         """The statistics of points x of shape (runs, n, d)."""
-        mean, cov = moments(x)
+        mean, cov = mean_cov(x)
         return Stats(x.shape[1], mean, cov * x.shape[1])
 
     @staticmethod
@@ -71,23 +72,6 @@ class Stats:
         shifts = [p.mean - mean for p in parts]
         scatter = sum(p.scatter + p.n * u[:, :, None] * u[:, None, :] for p, u in zip(parts, shifts))
         return Stats(n, mean, scatter)
-
-
-def psd_cholesky(cov: np.ndarray) -> np.ndarray:
-    """Lower-triangular L with L L^T = cov, for a stack of symmetric PSD matrices (singular ones too).
-
-    Column by column over the (small) dimension, vectorised over the stack. A pivot that is zero, or
-    negative by round-off, gives a zero column: for a PSD matrix the rest of that column of the Schur
-    complement is then zero as well. About ten times faster than an eigendecomposition at d = 2.
-    """
-    cov = np.asarray(cov, dtype=float)
-    L = np.zeros_like(cov)
-    for j in range(cov.shape[-1]):
-        root = np.sqrt(np.clip(cov[..., j, j] - np.square(L[..., j, :j]).sum(-1), 0.0, None))
-        below = cov[..., j + 1 :, j] - np.einsum("...ik,...k->...i", L[..., j + 1 :, :j], L[..., j, :j])
-        L[..., j, j] = root
-        L[..., j + 1 :, j] = np.divide(below, root[..., None], out=np.zeros_like(below), where=root[..., None] > 0)
-    return L
 
 
 def bartlett(m: int, d: int, rng: RunRNG) -> np.ndarray:

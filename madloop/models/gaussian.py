@@ -6,23 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from madloop.gaussian import mean_cov, psd_sqrt
 from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
-
-
-def psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """A square root A with A A^T = cov for a stack of symmetric PSD matrices (singular ones too)."""
-    w, v = np.linalg.eigh(cov)
-    return v * np.sqrt(np.clip(w, 0.0, None))[..., None, :]
-
-
-def moments(x: np.ndarray, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-run mean (runs, d) and covariance (runs, d, d) of points x of shape (runs, n, d)."""
-    mean = x.mean(axis=1)
-    xc = x - mean[:, None, :]
-    return mean, np.einsum("rni,rnj->rij", xc, xc) / (x.shape[1] - ddof)
-
 
 @dataclass(frozen=True)
 class GaussianModel:
@@ -50,5 +37,5 @@ class Gaussian:
     def fit(self, data: Samples, rng: RunRNG) -> GaussianModel:
         if len(data.item_shape) != 1:
             raise ValueError(f"the gaussian model needs points of shape (d,), got items of shape {data.item_shape}")
-        mean, cov = moments(data.x, ddof=int(self.unbiased))
+        mean, cov = mean_cov(data.x, ddof=int(self.unbiased))
         return GaussianModel(mean, cov)

@@ -1,75 +1,24 @@
-"""Distances between each run's generated samples and a fixed real reference sample.
+"""Sample metrics: distances between each run's generated samples and the real reference sample.
 
-A metric maps an ``Evaluation`` (samples of a chunk of runs, the reference, the fitted model) to one
-value per run. Users add their own with ``@madloop.metric("name")`` on a plain function
-``f(samples (n, d), reference (m, d)) -> float``; vectorised metrics take the whole ``Evaluation``.
-
-W2 below is the 2-Wasserstein distance itself (not its square).
+W2 below is the 2-Wasserstein distance itself (not its square). POT and torch (which POT imports) are
+imported by the metrics that use them, so importing madloop does not pay their seconds of start-up.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
-import ot
-import torch
 
-from madloop.models.gaussian import moments
-from madloop.registry import METRICS
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What a metric sees for one generation of a chunk of runs."""
-
-    samples: np.ndarray | None  # (runs, n, *item_shape); None when every metric is a model metric
-    reference: np.ndarray  # (m, *item_shape), shared by all runs
-    model: Any = None  # the fitted model (None for the real-data floor at generation 0)
-    rng: np.random.Generator | None = None  # shared stream for randomised metrics (projections)
-    threads: int = 1
-    truth: tuple[np.ndarray, np.ndarray] | None = None  # p_r's mean and covariance, where the source knows them
-
-    @property
-    def points(self) -> np.ndarray:
-        return self.samples.reshape(*self.samples.shape[:2], -1)
-
-    @property
-    def reference_points(self) -> np.ndarray:
-        return self.reference.reshape(len(self.reference), -1)
-
-
-def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, replace: bool = False):
-    """Register a metric.
-
-    By default ``fn(samples, reference) -> float`` is called once per run. ``batched=True``: ``fn(ev)``
-    gets the ``Evaluation`` and returns one value per run. ``model=True`` marks a metric of the fitted
-    model, which has no value for the real-data floor (generation 0). ``distance=False`` marks a
-    quantity that is not a distance to p_r (a trace, a log-determinant): it gets no MAD-ratio plot.
-    """
-
-    def add(fn: Callable) -> Callable:
-        metric = fn if batched else _per_run(fn)
-        metric.needs_model = model
-        metric.distance = distance
-        METRICS.register(name, replace=replace)(metric)
-        return fn
-
-    return add
-
-
-def _per_run(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[Evaluation], np.ndarray]:
-    def batched(ev: Evaluation) -> np.ndarray:
-        return np.array([float(fn(x, ev.reference)) for x in ev.samples])
-
-    batched.__name__ = getattr(fn, "__name__", "metric")
-    return batched
+from madloop.gaussian import gaussian_w2, mean_cov
+from madloop.metrics.base import Evaluation, register
 
 
 def w2_exact(x: np.ndarray, y: np.ndarray) -> float:
     """Exact W2 between two empirical point clouds with uniform weights (POT emd2, squared Euclidean cost)."""
+    import ot
+
     a, b = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
     return float(np.sqrt(max(ot.emd2(a, b, ot.dist(x, y, metric="sqeuclidean"), numItermax=10**7), 0.0)))
 
@@ -97,13 +46,15 @@ def w2_1d_squared(x, y):
     if n == m:
         return ((x - y) ** 2).mean(1)
     ix, iy, width = quantile_grid(n, m)
-    if isinstance(x, torch.Tensor):
+    if not isinstance(x, np.ndarray):  # a torch tensor
+        import torch
+
         ix, iy, width = (torch.as_tensor(a, device=x.device) for a in (ix, iy, width.astype(np.float64)))
     return ((x[:, ix] - y[iy]) ** 2 * width[:, None]).sum(1)
 
 
 def _sort(a, axis: int):
-    return torch.sort(a, dim=axis).values if isinstance(a, torch.Tensor) else np.sort(a, axis=axis)
+    return np.sort(a, axis=axis) if isinstance(a, np.ndarray) else a.sort(dim=axis).values
 
 
 @register("sliced_w2", batched=True)
@@ -112,6 +63,8 @@ def sliced_w2(ev: Evaluation, projections: int = 128) -> np.ndarray:
 
     On a GPU (when torch sees one) the projections are sorted there; on a CPU NumPy sorts faster than
     torch. Runs go in slices that bound memory."""
+    import torch
+
     theta = ev.rng.standard_normal((ev.points.shape[-1], projections))
     theta /= np.linalg.norm(theta, axis=0, keepdims=True)
     x, y = ev.points, ev.reference_points
@@ -123,24 +76,11 @@ def sliced_w2(ev: Evaluation, projections: int = 128) -> np.ndarray:
     return torch.cat(out).cpu().numpy() if isinstance(out[0], torch.Tensor) else np.concatenate(out)
 
 
-def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:
-    """Closed-form (Bures) W2 between N(mean1, cov1) stacked over runs and one N(mean2, cov2)."""
-    root2 = _sym_sqrt(cov2)
-    cross = np.linalg.eigvalsh(root2 @ cov1 @ root2)
-    bures = np.trace(cov1, axis1=-2, axis2=-1) + np.trace(cov2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum(-1)
-    return np.sqrt(np.clip(((mean1 - mean2) ** 2).sum(-1) + bures, 0, None))
-
-
-def _sym_sqrt(cov: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(cov)
-    return (v * np.sqrt(np.clip(w, 0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
-
-
 @register("gauss_w2", batched=True)
 def gauss_w2(ev: Evaluation) -> np.ndarray:
     """W2 between Gaussian moment fits of each run's samples and of the reference."""
-    m1, c1 = moments(ev.points)
-    m2, c2 = moments(ev.reference_points[None])
+    m1, c1 = mean_cov(ev.points)
+    m2, c2 = mean_cov(ev.reference_points[None])
     return gaussian_w2(m1, c1, m2[0], c2[0])
 
 
@@ -153,38 +93,8 @@ def mean_err(ev: Evaluation) -> np.ndarray:
 @register("cov_err", batched=True)
 def cov_err(ev: Evaluation) -> np.ndarray:
     """Frobenius distance between the sample covariance and the reference covariance."""
-    diff = moments(ev.points)[1] - moments(ev.reference_points[None])[1]
+    diff = mean_cov(ev.points)[1] - mean_cov(ev.reference_points[None])[1]
     return np.linalg.norm(diff, axis=(-2, -1))
-
-
-def _model_moments(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
-    if not hasattr(ev.model, "moments"):
-        raise ValueError(f"this metric needs a model with moments(); {type(ev.model).__name__} has none")
-    return ev.model.moments()
-
-
-@register("model_trace", batched=True, model=True, distance=False)
-def model_trace(ev: Evaluation) -> np.ndarray:
-    """Trace of the fitted model's covariance."""
-    return np.einsum("...ii->...", _model_moments(ev)[1])
-
-
-def logdet(cov: np.ndarray) -> np.ndarray:
-    """log det of a stack of covariances (-inf where singular); 2x2 in closed form, which is 20x faster."""
-    if cov.shape[-1] == 2:
-        det = cov[..., 0, 0] * cov[..., 1, 1] - cov[..., 0, 1] * cov[..., 1, 0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(det > 0, np.log(np.where(det > 0, det, 1.0)), -np.inf)
-    sign, value = np.linalg.slogdet(cov)
-    return np.where(sign > 0, value, -np.inf)
-
-
-@register("model_logdet", batched=True, model=True, distance=False)
-def model_logdet(ev: Evaluation) -> np.ndarray:
-    """Log-determinant of the fitted model's covariance (the model's own, exact even deep in a collapse, if it has one)."""
-    if hasattr(ev.model, "logdet"):
-        return np.asarray(ev.model.logdet(), dtype=float)
-    return logdet(_model_moments(ev)[1])
 
 
 # Precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union of the balls around its

@@ -1,0 +1,63 @@
+"""What a metric sees (an ``Evaluation``), what a registered metric is (a ``Metric``), and ``register``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from madloop.registry import METRICS
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a metric sees for one generation of a chunk of runs."""
+
+    samples: np.ndarray | None  # (runs, n, *item_shape); None when every metric is a model metric
+    reference: np.ndarray  # (m, *item_shape), shared by all runs
+    model: Any = None  # the fitted model (None for the real-data floor at generation 0)
+    rng: np.random.Generator | None = None  # shared stream for randomised metrics (projections)
+    threads: int = 1
+    truth: tuple[np.ndarray, np.ndarray] | None = None  # p_r's mean and covariance, where the source knows them
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.samples.reshape(*self.samples.shape[:2], -1)
+
+    @property
+    def reference_points(self) -> np.ndarray:
+        return self.reference.reshape(len(self.reference), -1)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: its function and how to read it.
+
+    ``batched``: ``fn(ev)`` returns one value per run; otherwise ``fn(samples (n, d), reference (m, d))``
+    returns one float and is called once per run. ``model``: a metric of the fitted model, with no value
+    for the real-data floor (generation 0). ``distance``: a distance to p_r, whose MAD ratio
+    E[d_t] / E[d_1] means something (not so for a trace or a log-determinant).
+    """
+
+    name: str
+    fn: Callable
+    batched: bool = False
+    model: bool = False
+    distance: bool = True
+
+    def __call__(self, ev: Evaluation) -> np.ndarray:
+        """One value per run of the evaluation."""
+        if self.batched:
+            return self.fn(ev)
+        return np.array([float(self.fn(x, ev.reference)) for x in ev.samples])
+
+
+def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, replace: bool = False):
+    """Register ``fn`` as metric ``name`` (the options are ``Metric``'s); returns ``fn`` unchanged."""
+
+    def add(fn: Callable) -> Callable:
+        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance))
+        return fn
+
+    return add
