@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from madloop.registry import Registry
-from madloop.rng import Streams
+from madloop.rng import Role, Streams
 from madloop.samples import Samples
 
 LOOPS: Registry = Registry("loop")
@@ -75,7 +75,7 @@ def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iter
     streams = Streams(cfg.seed, runs, cfg.runs)
     loop = LOOPS[cfg.loop]
     if state is None:
-        state = LoopState(0, parts.data.sample(cfg.n_real, streams.at(0, "real")), [], None)
+        state = LoopState(0, parts.data.sample(cfg.n_real, streams.at(0, Role.REAL)), [], None)
     real, kept, model = state.real, state.kept, state.model
     for t in range(state.gen + 1, cfg.gens + 1):
         # Training set D^t.
@@ -84,10 +84,10 @@ def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iter
         else:
             synth = join(kept)
             if cfg.budget is not None and synth.n > cfg.budget:
-                synth = synth.take(streams.at(t, "budget").permutations(synth.n, cfg.budget))
-            train = loop(real, synth, lambda: parts.data.sample(cfg.n_real, streams.at(t, "real")))
+                synth = synth.take(streams.at(t, Role.BUDGET).permutations(synth.n, cfg.budget))
+            train = loop(real, synth, lambda: parts.data.sample(cfg.n_real, streams.at(t, Role.REAL)))
         # G^t = A(D^t), then S^t with sampling bias lam.
-        model = parts.algo.train(parts.model, train, streams.at(t, "train"), model)
-        synth_t = model.sample(cfg.n_synth, streams.at(t, "synth"), cfg.lam)
+        model = parts.algo.train(parts.model, train, streams.at(t, Role.TRAIN), model)
+        synth_t = model.sample(cfg.n_synth, streams.at(t, Role.SYNTH), cfg.lam)
         kept = kept + [synth_t] if cfg.accumulate else [synth_t]
         yield Generation(t, train.n, model, synth_t, LoopState(t, real, kept, model))

@@ -24,6 +24,29 @@ RUNS_PER_BLOCK = 1000
 SHARED = 0  # block slot of the streams that all runs share (the reference sample, projections)
 
 
+class Role:
+    """The names of madloop's streams. A name's text is its key: a misspelt literal would silently make a
+    new stream, and a changed text changes every result drawn from it, so code names roles from here."""
+
+    # Per generation t of the loop (rng.Streams.at):
+    REAL = "real"  # D_r at t = 0, the fresh real draw R^t at t >= 2
+    BUDGET = "budget"  # subsampling the accumulated synthetic sets to the budget
+    TRAIN = "train"  # the training algorithm A (also the optimiser's sub-stream inside a fit)
+    SYNTH = "synth"  # S^t, drawn from G^t with the sampling bias lam
+    EVAL = "eval"  # the n_eval samples that the metrics measure (a real sample at t = 0)
+    REFERENCE = "reference"  # the n_ref real points that every run is measured against (shared)
+    # Sub-streams of a training stream (RunRNG.child):
+    FIT = "fit"  # a model family's fit
+    INIT = "init"  # network initialisation
+    AUX_SAMPLES = "aux-samples"  # SIMS: the internal synthetic set S
+    AUX_FIT = "aux-fit"  # SIMS: fine-tuning the auxiliary model on S
+
+    @staticmethod
+    def metric(name: str) -> str:
+        """The shared stream of metric ``name`` (its random projections)."""
+        return f"metric/{name}"
+
+
 def role_id(role: str) -> int:
     """A stable integer for a role name (the same on every machine and Python version)."""
     return zlib.crc32(role.encode("utf-8"))
@@ -104,10 +127,6 @@ class RunRNG:
         order = np.argsort(self.random(n), axis=1, kind="stable")
         return order if k is None else order[:, :k]
 
-    def seeds(self) -> np.ndarray:
-        """One 63-bit integer per run, for libraries that need their own seeded generator (torch)."""
-        return self._draw(lambda g, s: g.integers(0, 2**63 - 1, s, dtype=np.int64), ())
-
 
 @dataclass(frozen=True)
 class Streams:
@@ -119,6 +138,3 @@ class Streams:
 
     def at(self, gen: int, role: str) -> RunRNG:
         return RunRNG(self.seed, self.runs, gen, role, total=self.total)
-
-    def shared(self, gen: int, role: str) -> np.random.Generator:
-        return generator(self.seed, gen, role)

@@ -27,7 +27,7 @@ from madloop.loop import LoopState, generations
 from madloop.metrics import Evaluation
 from madloop.registry import ALGOS, METRICS, MODELS
 from madloop.results import CONVERGENCE_START, Result, load, moments
-from madloop.rng import RUNS_PER_BLOCK, RunRNG, Streams, generator
+from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams, generator
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def chunks(runs: int, jobs: int, split: bool = True) -> list[range]:
 
 def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:
     """The n_ref real points that every run is measured against (one shared stream)."""
-    return parts.points.sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, "reference")).x[0]
+    return parts.points.sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, Role.REFERENCE)).x[0]
 
 
 def needs_points(parts: Parts) -> bool:
@@ -97,7 +97,7 @@ def evaluate(cfg: RunConfig, parts: Parts, runs: range, gen: int, samples: np.nd
     for name, metric in parts.metrics.items():
         if model is None and metric.model:
             continue
-        ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, f"metric/{name}"), threads,
+        ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, Role.metric(name)), threads,
                         getattr(parts.points, "truth", None))
         values[name] = np.asarray(metric(ev), dtype=float)
         if values[name].shape != (len(runs),):
@@ -166,13 +166,13 @@ def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: in
 
     if ck.state is None:
         # Generation 0: a real sample of the evaluation size, the floor of every sample metric.
-        record(0, parts.points.sample(cfg.n_eval, streams.at(0, "eval")).x if points else None, None, 0.0)
+        record(0, parts.points.sample(cfg.n_eval, streams.at(0, Role.EVAL)).x if points else None, None, 0.0)
     clock = saved = time.perf_counter()
     for g in generations(cfg, parts, runs, ck.state):
         train_s = time.perf_counter() - clock
         samples = None
         if g.gen in eval_gens and points:
-            samples = getattr(g.model, "sample_points", g.model.sample)(cfg.n_eval, streams.at(g.gen, "eval"), cfg.lam).x
+            samples = getattr(g.model, "sample_points", g.model.sample)(cfg.n_eval, streams.at(g.gen, Role.EVAL), cfg.lam).x
         record(g.gen, samples, g.model, train_s)
         if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:
             ck.state = g.state

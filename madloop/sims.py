@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from madloop.models.base import Model, ModelSpec
 from madloop.registry import ALGOS
-from madloop.rng import RunRNG
+from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
 
 
@@ -50,14 +50,14 @@ class SIMS:
             raise ValueError(f"sims needs a model family that can fine-tune and guide (ddpm, edm), got {type(spec).__name__}")
         # 1. Base model: standard training on D (the same call as the standard algorithm), or warm-started.
         if self.warm_start and previous is not None:
-            base = spec.finetune(previous.base, data, rng.child("fit"), spec.epochs)
+            base = spec.finetune(previous.base, data, rng.child(Role.FIT), spec.epochs)
         else:
-            base = spec.fit(data, rng.child("fit"))
+            base = spec.fit(data, rng.child(Role.FIT))
         if self.omega == 0:  # the auxiliary model has no weight: skip it (the same samples at half the cost)
             return spec.guided(base, base, 0.0, self.interval)
         # 2. Internal synthetic set S: n_aux unguided, unbiased samples of the base.
-        s = base.sample(self.n_aux, rng.child("aux-samples"))
+        s = base.sample(self.n_aux, rng.child(Role.AUX_SAMPLES))
         # 3. Auxiliary model: the base fine-tuned on S alone for B epochs; S is then discarded.
-        aux = spec.finetune(base, s, rng.child("aux-fit"), self.aux_epochs)
+        aux = spec.finetune(base, s, rng.child(Role.AUX_FIT), self.aux_epochs)
         # 4. Extrapolated prediction (1 + omega) base - omega aux.
         return spec.guided(base, aux, self.omega, self.interval)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from madloop.rng import RUNS_PER_BLOCK, RunRNG, Streams
+from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams
 
 
 def test_chunking_does_not_change_any_run_draws():
@@ -30,15 +30,24 @@ def test_streams_differ_by_seed_generation_role_and_child():
     assert len({tuple(row) for row in base}) == 4
 
 
+def test_role_names_are_the_stream_keys_results_were_drawn_with():
+    # A role's text keys its stream: changing one changes every result drawn from it.
+    names = {k: v for k, v in vars(Role).items() if k.isupper()}
+    assert names == dict(REAL="real", BUDGET="budget", TRAIN="train", SYNTH="synth", EVAL="eval", REFERENCE="reference",
+                         FIT="fit", INIT="init", AUX_SAMPLES="aux-samples", AUX_FIT="aux-fit")
+    assert Role.metric("sliced_w2") == "metric/sliced_w2"
+    assert RunRNG(0, range(0, 1), 1, Role.SYNTH).child(Role.FIT).role == "synth/fit"
+
+
 def test_permutations_are_permutations():
-    p = Streams(0, range(0, 5)).at(1, "budget").permutations(9)
+    p = Streams(0, range(0, 5)).at(1, Role.BUDGET).permutations(9)
     assert (np.sort(p, axis=1) == np.arange(9)).all()
 
 
 def test_a_chunk_that_starts_inside_a_block_gets_the_same_rows():
     whole, part = RunRNG(4, range(0, 9), 2, "fit"), RunRNG(4, range(3, 9), 2, "fit")
     draws = [lambda r: r.standard_normal(5, 2), lambda r: r.standard_normal(5, dtype=np.float32), lambda r: r.random(6),
-             lambda r: r.integers(40, 7), lambda r: r.chisquare(3.0, 4), lambda r: r.permutations(11), lambda r: r.seeds()]
+             lambda r: r.integers(40, 7), lambda r: r.chisquare(3.0, 4), lambda r: r.permutations(11)]
     for draw in draws:
         np.testing.assert_array_equal(draw(whole)[3:], draw(part))
     across = RunRNG(4, range(RUNS_PER_BLOCK - 2, RUNS_PER_BLOCK + 3), 2, "fit").random(3)

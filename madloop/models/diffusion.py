@@ -27,7 +27,7 @@ import torch
 
 from madloop.models.ensemble import Net, Params, init_mlp, mlp, train
 from madloop.registry import MODELS
-from madloop.rng import RunRNG
+from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
 
 EMBED_CHANNELS = 16  # sinusoidal time embedding: 8 frequencies, cos and sin
@@ -236,7 +236,7 @@ class Diffusion:
             if not scale.all():
                 raise ValueError("cannot standardise data with a constant coordinate (standard deviation 0)")
         k = EMBED_CHANNELS if self.time_embedding == "sinusoidal" else 1
-        params = init_mlp([d + k] + [self.width] * (self.depth + 1) + [d], rng.child("init"), self.torch_device)
+        params = init_mlp([d + k] + [self.width] * (self.depth + 1) + [d], rng.child(Role.INIT), self.torch_device)
         return self._train(DiffusionModel(self, params, shift, scale), x, rng, self.epochs)
 
     def finetune(self, model: DiffusionModel, data: Samples, rng: RunRNG, epochs: int) -> DiffusionModel:
@@ -271,7 +271,7 @@ class Diffusion:
 
     def _train(self, model: DiffusionModel, x: np.ndarray, rng: RunRNG, epochs: int) -> DiffusionModel:
         x = (x - model.shift) / model.scale
-        params = train(model.params, self.loss, x, self.draw, rng.child("train"), epochs, self.batch, self.lr,
+        params = train(model.params, self.loss, x, self.draw, rng.child(Role.TRAIN), epochs, self.batch, self.lr,
                        self.torch_dtype)
         return DiffusionModel(self, params, model.shift, model.scale)
 
