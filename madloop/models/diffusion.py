@@ -14,6 +14,9 @@ the other runs in its chunk and of the device.
 Sampling bias lam (reduced-temperature sampling; an unconditional model has no guidance to trade): the
 initial noise x_(T-1) (DDPM) or x_0 = sigma_max z (EDM) and every noise the sampler adds along the way
 (DDPM's ancestral noise; EDM's Heun sampler adds none) are scaled by sqrt(lam).
+
+torch (and the ensemble, which needs it) is imported inside the functions that run a network: registering
+these families, reading their options and `madloop --help` do not pay torch's seconds of start-up.
 """
 
 from __future__ import annotations
@@ -21,20 +24,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from madloop.models.ensemble import Net, Params, init_mlp, mlp, train
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
+
+if TYPE_CHECKING:
+    import torch
+
+    from madloop.models.ensemble import Net, Params
 
 EMBED_CHANNELS = 16  # sinusoidal time embedding: 8 frequencies, cos and sin
 
 
 def positional_embedding(tau: torch.Tensor, channels: int = EMBED_CHANNELS) -> torch.Tensor:
     """[cos(tau f_k), sin(tau f_k)] with f_k = 10000^(-k / (channels/2)) (Vaswani et al.; EDM's DDPM++)."""
+    import torch
+
     f = 10000.0 ** (-torch.arange(channels // 2, dtype=tau.dtype, device=tau.device) / (channels // 2))
     return torch.cat([torch.cos(tau * f), torch.sin(tau * f)], dim=-1)
 
@@ -101,6 +110,8 @@ def karras_sigmas(N: int, sigma_min: float, sigma_max: float, rho: float) -> np.
 
 def heun_sampler(D, x, sigmas: np.ndarray) -> torch.Tensor:
     """Deterministic Heun sampler (Karras et al. 2022, Algorithm 1, S_churn = 0); ``D(x, sigma, i)`` at step i."""
+    import torch
+
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
         s = torch.tensor(sigma, dtype=x.dtype, device=x.device)
         # Euler step.
@@ -130,6 +141,8 @@ class DiffusionModel:
     scale: np.ndarray  # (runs, 1, d)
 
     def predict(self, x: torch.Tensor, level, step: int) -> torch.Tensor:
+        from madloop.models.ensemble import mlp
+
         return self.spec.predict(partial(mlp, self.params, dtype=self.spec.torch_dtype), x, level)
 
     def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
@@ -209,6 +222,8 @@ class Diffusion:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -217,10 +232,14 @@ class Diffusion:
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         return getattr(torch, self.dtype)
 
     def net(self, network: Net, x: torch.Tensor, tau) -> torch.Tensor:
         """F(x, tau): the MLP on x (runs, batch, d) joined with the time input tau (broadcast to (runs, batch, 1))."""
+        import torch
+
         tau = torch.as_tensor(tau, dtype=x.dtype, device=x.device).expand(*x.shape[:-1], 1)
         if self.time_embedding == "sinusoidal":
             tau = positional_embedding(tau)
@@ -228,6 +247,8 @@ class Diffusion:
 
     def fit(self, data: Samples, rng: RunRNG) -> DiffusionModel:
         """Train one network per run from scratch on that run's data."""
+        from madloop.models.ensemble import init_mlp
+
         x = self._points(data, rng)
         runs, _, d = x.shape
         shift, scale = np.zeros((runs, 1, d)), np.ones((runs, 1, d))
@@ -261,6 +282,8 @@ class Diffusion:
             raise ValueError(f"the sampling bias lam must be in (0, 1], got {lam}")
         if rng.n_runs != model.shift.shape[0]:
             raise ValueError(f"the random stream has {rng.n_runs} runs but the model has {model.shift.shape[0]}")
+        import torch
+
         def noise() -> torch.Tensor:
             z = rng.standard_normal(n, model.shift.shape[2], dtype=np.float32)
             return torch.as_tensor(z, device=model.params[0].device)
@@ -270,6 +293,8 @@ class Diffusion:
         return Samples(x.cpu().double().numpy() * model.scale + model.shift)
 
     def _train(self, model: DiffusionModel, x: np.ndarray, rng: RunRNG, epochs: int) -> DiffusionModel:
+        from madloop.models.ensemble import train
+
         x = (x - model.shift) / model.scale
         params = train(model.params, self.loss, x, self.draw, rng.child(Role.TRAIN), epochs, self.batch, self.lr,
                        self.torch_dtype)
