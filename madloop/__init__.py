@@ -3,25 +3,74 @@
     import madloop
     result = madloop.run(loop="fully_synthetic", model="gaussian", n_synth=20, gens=50, runs=1000)
     result.summary()          # mean, 95% CI and MAD ratio per metric and generation
-    madloop.load("runs/...")  # reopen a run directory
+    madloop.load("runs/...")  # reopen a run directory or a sweep folder
+    madloop.resume("runs/...")  # finish an interrupted run or sweep
+    madloop.plot("runs/a", "runs/b", out="figures")  # overlay runs, as `madloop plot` does
+    madloop.presets()         # the named presets, as `madloop presets` lists them
 """
 
 __version__ = "0.1.0"
+
+import importlib  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from madloop import algorithms, data, metrics, models, sims  # noqa: E402,F401  (registers the built-ins)
 from madloop.config import PRESETS, RunConfig, resolve  # noqa: E402
 from madloop.errors import MadloopError  # noqa: E402
 from madloop.loop import LOOPS, generations  # noqa: E402
 from madloop.registry import ALGOS, DATA, METRICS, MODELS  # noqa: E402
-from madloop.results import Result, load  # noqa: E402
 from madloop.rng import RunRNG, Streams  # noqa: E402
-from madloop.runner import execute, run  # noqa: E402
-from madloop.sweep import sweep  # noqa: E402
 from madloop.samples import Samples  # noqa: E402
 
 metric = metrics.register
 
+# Imported on first use, so that `import madloop` (and `madloop --help`) loads no pandas, joblib or matplotlib.
+LAZY = {"Result": "madloop.results", "load": "madloop.results", "execute": "madloop.runner", "run": "madloop.runner",
+        "sweep": "madloop.sweep", "plot": "madloop.plots"}
+
+
+def __getattr__(name: str):
+    if name not in LAZY:
+        raise AttributeError(f"module 'madloop' has no attribute '{name}'")
+    value = getattr(importlib.import_module(LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # Importing the submodule madloop.sweep sets madloop.sweep to it; the name belongs to the function.
+        if not (name in LAZY and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_progress=None):
+    """Continue an interrupted run directory (a Result) or sweep folder (a SweepResult) from its last
+    checkpoints; the tables end as if never stopped. What `madloop resume` does."""
+    from madloop import store
+    from madloop.runner import resume as resume_run
+    from madloop.sweep import SWEEP, resume_sweep
+
+    path = Path(path)
+    if (path / SWEEP).is_file():
+        return resume_sweep(path, jobs=jobs, checkpoint_s=checkpoint_s)
+    if not store.is_run_dir(path):
+        raise MadloopError(f"{path} is not a madloop run or sweep directory")
+    return resume_run(path, jobs=jobs, on_progress=on_progress, checkpoint_s=checkpoint_s)
+
+
+def presets() -> dict[str, dict]:
+    """The named presets, each with the settings it changes from the defaults (`madloop presets`)."""
+    return {name: dict(settings) for name, settings in PRESETS.items()}
+
+
 __all__ = [
     "ALGOS", "DATA", "LOOPS", "METRICS", "MODELS", "PRESETS", "MadloopError", "Result", "RunConfig", "RunRNG",
-    "Samples", "Streams", "execute", "generations", "load", "metric", "resolve", "run", "sweep",
+    "Samples", "Streams", "execute", "generations", "load", "metric", "plot", "presets", "resolve", "resume", "run",
+    "sweep",
 ]

@@ -1,22 +1,33 @@
 """The ``madloop`` command line. Flags are the RunConfig's names with dashes (``--n-synth``); options
 of the chosen data source, model and algorithm are flags too (``--omega 3``, ``--k 8``,
 ``--cov "2,1;1,2"``). Bad input: one line on stderr, exit code 2, nothing written.
+
+Only what a command needs is imported when it runs: `madloop --help`, `presets` and a Gaussian run
+never import torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import sys
+import time
+import types
+import typing
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from typer.core import TyperCommand
 
-from madloop import backends
-from madloop.config import COMPONENTS, PRESETS, _option_types, resolve, takes_tuple
+from madloop import __version__
+from madloop.config import COMPONENTS, CORE_FIELDS, PRESETS, RunConfig, _option_types, resolve, takes_tuple
 from madloop.errors import MadloopError
+from madloop.registry import MODELS
+
 
 class Interrupted(Exception):
     """Ctrl-C during a run (typer would otherwise swallow the KeyboardInterrupt)."""
@@ -25,6 +36,8 @@ class Interrupted(Exception):
 @contextlib.contextmanager
 def _working(backend: str, scheduler: str | None, jobs: int):
     """The chosen joblib backend for the work inside; Ctrl-C becomes Interrupted (exit 130)."""
+    from madloop import backends
+
     try:
         with backends.backend(backend, scheduler, jobs):
             yield
@@ -32,17 +45,73 @@ def _working(backend: str, scheduler: str | None, jobs: int):
         raise Interrupted() from None
 
 
+# --jobs auto: a worker process first spends seconds importing madloop (and torch for a neural model),
+# so work that one process finishes in about that time runs in this process. Measured on 2 cores:
+# one run-generation costs about 1e-6 s on the exact path and 5e-3 s on the samples path of a
+# closed-form model with the default metrics (exact W2 on 250 points dominates).
+SECONDS_PER_RUN_GENERATION = {"exact": 1e-6, "samples": 1e-2}
+SERIAL_UP_TO_S = 20.0
+
+
+def auto_jobs(cfg: RunConfig) -> tuple[int, str]:
+    """The worker count for ``--jobs auto`` and why: all cores for a neural model (one with a ``device``
+    option) or for work that one process needs more than SERIAL_UP_TO_S for, else one."""
+    cores = os.cpu_count() or 1
+    if "device" in _option_types(MODELS[cfg.model]):
+        return cores, f"{cfg.model} is a neural model"
+    seconds = cfg.runs * len(cfg.eval_gens()) * SECONDS_PER_RUN_GENERATION[cfg.path]
+    if seconds > SERIAL_UP_TO_S:
+        return cores, f"about {seconds:.0f} s of work in one process"
+    return 1, f"about {seconds:.2g} s of work: less than starting workers costs"
+
+
+def parse_jobs(text: str, configs: list[RunConfig]) -> tuple[int, str]:
+    """--jobs: a positive number, or auto (the most that any of ``configs`` asks for)."""
+    if text == "auto":
+        return max(auto_jobs(cfg) for cfg in configs) if configs else (os.cpu_count() or 1, "all cores")
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise MadloopError(f"--jobs must be a positive integer or auto, got '{text}'")
+    return jobs, "as given"
+
+
+def _seconds(value: float) -> float:
+    if math.isnan(value) or value < 0:
+        raise typer.BadParameter(f"must be a number of seconds >= 0, got {value}")
+    return value
+
+
 # Options that run, resume and sweep share.
-JOBS = typer.Option(os.cpu_count() or 1, help="parallel workers (results do not depend on it)")
+JOBS = typer.Option("auto", metavar="INTEGER|auto",
+                    help="worker processes; auto: one for small work of a closed-form model, all cores for neural "
+                         "models and large work (printed; results do not depend on it)")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar")
 PLOT = typer.Option(True, "--plot/--no-plot", help="write the summary figure into the run directory")
-BACKEND = typer.Option("loky", help="loky (this machine) | dask | ray")
-SCHEDULER = typer.Option(None, help="dask scheduler address tcp://HOST:PORT (default: a local cluster)")
-CHECKPOINT_S = typer.Option(30.0, help="seconds between checkpoints that `madloop resume` continues from")
+BACKEND = typer.Option("loky", metavar="NAME", help="loky (this machine) | dask | ray")
+SCHEDULER = typer.Option(None, metavar="ADDRESS", help="dask scheduler address tcp://HOST:PORT (default: a local cluster)")
+CHECKPOINT_S = typer.Option(30.0, metavar="SECONDS", callback=_seconds,
+                            help="seconds between checkpoints that `madloop resume` continues from (0: every generation)")
+WINDOW = typer.Option(None, metavar="GENERATIONS", min=1,
+                      help="the convergence ratio averages generations t >= this  [default: 20]")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"madloop {__version__}")
+        raise typer.Exit()
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Simulate self-consuming generative-model loops (MAD) and their remedies.")
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and stop")):
+    pass
 
 
 def parse_value(text: str) -> Any:
@@ -77,52 +146,117 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
     return out
 
 
-def _options_help() -> str:
-    lines = ["Options of data sources, models and algorithms (give them as flags, e.g. --omega 3):"]
+def _metavar(hint: Any) -> str:
+    """A component option's placeholder, as a word."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    t = next(a for a in (typing.get_args(hint) if union else (hint,)) if a is not type(None))
+    if typing.get_origin(t) is tuple:
+        return "MATRIX" if typing.get_origin(typing.get_args(t)[0]) is tuple else "NUMBERS"
+    return {bool: "[true|false]", int: "INTEGER", float: "NUMBER"}.get(t, "TEXT")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ";".join(_shown(v) for v in value) if value and isinstance(value[0], tuple) else ",".join(map(str, value))
+    return {None: "none", True: "true", False: "false", "": "(required)"}.get(value, str(value)) \
+        if isinstance(value, (type(None), bool, str)) else str(value)
+
+
+def _component_options(formatter) -> None:
+    """Every data source's, model's and algorithm's options as flags, with their defaults."""
+    formatter.write_paragraph()
+    formatter.write_text("Options of the data sources, models and algorithms are flags too. NUMBERS: comma-separated "
+                         "(--mean 0,1); MATRIX: rows separated by ';' (--cov \"2,1;1,2\"). Where two chosen components "
+                         "share a name, write data.k or model.k.")
     for kind, registry in COMPONENTS.items():
         for name in registry.names():
-            fields = ", ".join(_option_types(registry[name]))
-            lines.append(f"  {kind} {name}: {fields or '(none)'}")
-    return "\n\n".join(lines)
+            cls = registry[name]
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+            rows = [(f"--{option.replace('_', '-')} {_metavar(hint)}", f"[default: {_shown(defaults.get(option))}]")
+                    for option, hint in _option_types(cls).items()]
+            with formatter.section(f"--{kind} {name}"):
+                formatter.write_dl(rows) if rows else formatter.write_text("(no options)")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_options_help())
+class Command(TyperCommand):
+    """Help whose placeholders are words: an argument shows its metavar alone (typer would add "<path>")."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [self.options_metavar, *(_argument(p) for p in self.get_params(ctx) if p.param_type_name == "argument")]
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments = [(_argument(p), p.help or "") for p in self.get_params(ctx) if p.param_type_name == "argument"]
+        options = [p.get_help_record(ctx) for p in self.get_params(ctx) if p.param_type_name == "option"]
+        for title, rows in (("Arguments", arguments), ("Options", [row for row in options if row])):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument(param) -> str:
+    return param.metavar if param.required else f"[{param.metavar}]"
+
+
+class RunHelp(Command):
+    """`run --help` ends with the options of every data source, model and algorithm."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        _component_options(formatter)
+
+
+class SweepHelp(Command):
+    """`sweep --help` lists the run command's settings, then every component's options."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        run_command = ctx.parent.command.get_command(ctx.parent, "run")
+        rows = [p.get_help_record(ctx) for p in run_command.params if p.name in CORE_FIELDS]
+        with formatter.section("Settings (as for madloop run; comma-separated values make an axis)"):
+            formatter.write_dl([row for row in rows if row])
+        _component_options(formatter)
+
+
+@app.command(cls=RunHelp, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    loop: Optional[str] = typer.Option(None, help="fully_synthetic | augmentation | fresh"),
-    data: Optional[str] = typer.Option(None, help="real-data source: gaussian | mixture | file"),
-    model: Optional[str] = typer.Option(None, help="model family: gaussian | gmm | ..."),
-    algo: Optional[str] = typer.Option(None, help="training algorithm: standard | ..."),
-    n_real: Optional[int] = typer.Option(None, help="real points per generation (|D_r|)"),
-    n_synth: Optional[int] = typer.Option(None, help="synthetic points per generation (|S^t|)"),
+    loop: Optional[str] = typer.Option(None, metavar="NAME", help="fully_synthetic | augmentation | fresh"),
+    data: Optional[str] = typer.Option(None, metavar="NAME", help="real-data source: gaussian | mixture | file"),
+    model: Optional[str] = typer.Option(None, metavar="NAME", help="model family: gaussian | gmm | ddpm | edm"),
+    algo: Optional[str] = typer.Option(None, metavar="NAME", help="training algorithm: standard | sims"),
+    n_real: Optional[int] = typer.Option(None, metavar="INTEGER", help="real points per generation (|D_r|)"),
+    n_synth: Optional[int] = typer.Option(None, metavar="INTEGER", help="synthetic points per generation (|S^t|)"),
     accumulate: Optional[bool] = typer.Option(None, "--accumulate/--replace", help="keep all past synthetic sets"),
-    budget: Optional[int] = typer.Option(None, help="subsample accumulated synthetic data to this size"),
-    lam: Optional[float] = typer.Option(None, help="sampling bias lambda in (0, 1]; 1 = unbiased"),
-    gens: Optional[int] = typer.Option(None, help="generations T"),
-    runs: Optional[int] = typer.Option(None, help="Monte-Carlo runs R"),
-    seed: Optional[int] = typer.Option(None, help="root of every random stream"),
-    metrics: Optional[str] = typer.Option(None, help="comma-separated metric names"),
-    every: Optional[int] = typer.Option(None, help="compute metrics every k generations"),
-    n_eval: Optional[int] = typer.Option(None, help="generated points per run that metrics use"),
-    n_ref: Optional[int] = typer.Option(None, help="real reference points, shared by all runs"),
-    config: Optional[Path] = typer.Option(None, "--config", help="a .toml or .json config file"),
-    preset: Optional[str] = typer.Option(None, help="a named preset (see `madloop presets`)"),
+    budget: Optional[int] = typer.Option(None, metavar="INTEGER", help="subsample accumulated synthetic data to this size"),
+    lam: Optional[float] = typer.Option(None, metavar="NUMBER", help="sampling bias lambda in (0, 1]; 1 = unbiased"),
+    gens: Optional[int] = typer.Option(None, metavar="INTEGER", help="generations T"),
+    runs: Optional[int] = typer.Option(None, metavar="INTEGER", help="Monte-Carlo runs R"),
+    seed: Optional[int] = typer.Option(None, metavar="INTEGER", help="root of every random stream"),
+    metrics: Optional[str] = typer.Option(None, metavar="NAMES", help="comma-separated metric names"),
+    every: Optional[int] = typer.Option(None, metavar="INTEGER", help="compute metrics every k generations"),
+    n_eval: Optional[int] = typer.Option(None, metavar="INTEGER", help="generated points per run that metrics use"),
+    n_ref: Optional[int] = typer.Option(None, metavar="INTEGER", help="real reference points, shared by all runs"),
+    path: Optional[str] = typer.Option(None, metavar="NAME",
+                                       help="auto | exact (draw a Gaussian fit's statistics, no samples) | samples"),
+    store_runs: Optional[int] = typer.Option(None, metavar="INTEGER",
+                                             help="keep per-run rows for this many runs (summaries cover all)"),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="a .toml or .json config file"),
+    preset: Optional[str] = typer.Option(None, metavar="NAME", help="a named preset (see `madloop presets`)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config (TOML) and stop"),
-    jobs: int = JOBS,
-    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<loop>-<model>-<algo>-<time>)"),
+    jobs: str = JOBS,
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="run directory (default runs/LOOP-MODEL-ALGO-TIME)"),
     force: bool = typer.Option(False, "--force", help="replace a run already in --out"),
     progress: bool = PROGRESS,
     plot: bool = PLOT,
     backend: str = BACKEND,
     scheduler: Optional[str] = SCHEDULER,
     checkpoint_s: float = CHECKPOINT_S,
+    window: Optional[int] = WINDOW,
 ):
     """Run a self-consuming loop and store its tidy table, summary and figure."""
-    from madloop.runner import execute
-
+    start = time.perf_counter()
     given = {k: v for k, v in dict(loop=loop, data=data, model=model, algo=algo, n_real=n_real, n_synth=n_synth,
                                    accumulate=accumulate, budget=budget, lam=lam, gens=gens, runs=runs, seed=seed,
-                                   every=every, n_eval=n_eval, n_ref=n_ref).items() if v is not None}
+                                   every=every, n_eval=n_eval, n_ref=n_ref, path=path,
+                                   store_runs=store_runs).items() if v is not None}
     if metrics is not None:
         given["metrics"] = tuple(m.strip() for m in metrics.split(",") if m.strip())
     given.update(parse_extra(ctx.args))
@@ -130,24 +264,52 @@ def run(
     if dry_run:
         typer.echo(cfg.to_toml(), nl=False)
         return
-    typer.echo(f"madloop: {cfg.loop} loop, {cfg.model} model, {cfg.algo} training; {cfg.runs} runs x {cfg.gens} generations, jobs={jobs}", err=True)
-    with _working(backend, scheduler, jobs):
-        result = _with_progress(cfg, progress, lambda update: execute(cfg, out=out, jobs=jobs, force=force, on_progress=update,
-                                                                      checkpoint_s=checkpoint_s))
-    _report(result, plot)
+    from madloop.runner import execute
+
+    workers, why = parse_jobs(jobs, [cfg])
+    with _working(backend, scheduler, workers):
+        typer.echo(f"madloop: {cfg.loop} loop, {cfg.model} model, {cfg.algo} training; {cfg.runs} runs x {cfg.gens} "
+                   f"generations, jobs={workers} ({why})", err=True)
+        result = _with_progress(cfg, progress, lambda update: execute(cfg, out=out, jobs=workers, force=force,
+                                                                      on_progress=update, checkpoint_s=checkpoint_s))
+    _report(result, plot, window, start)
 
 
-def _report(result, plot: bool) -> None:
-    from madloop.plots import headline_text, plot_runs
+def _report(result, plot: bool, window: int | None, start: float) -> None:
+    """Where the results went, the figure, the time it all took, and the headline numbers."""
+    from madloop.plots import plot_runs
 
-    figures = plot_runs([result], result.path / "figures") if plot else []
+    ran = time.perf_counter() - start
     typer.echo(f"results: {result.path}  (table.parquet, summary.csv, log.txt)")
+    try:
+        figures = plot_runs([result], result.path / "figures") if plot else []
+    except MadloopError as err:
+        raise MadloopError(f"the results are in {result.path}, but {err}") from None
     for f in figures:
         typer.echo(f"figure:  {f}")
     train_s, eval_s = result.timing()
-    typer.echo(f"time:    {train_s + eval_s:.1f} s in the loop, of which metrics {eval_s:.1f} s "
-               f"({100 * eval_s / max(train_s + eval_s, 1e-9):.0f}%), summed over chunks (stored runs' chunks)")
-    typer.echo(headline_text(result.headline()))
+    total = time.perf_counter() - start
+    chunks = "chunks of stored runs" if result.config.runs > result.config.store_runs else "chunks"
+    typer.echo(f"time:    {total:.1f} s = {ran:.1f} s run + {total - ran:.1f} s figure; the loop, summed over {chunks}: "
+               f"{train_s:.1f} s training and sampling + {eval_s:.1f} s metrics "
+               f"({100 * eval_s / max(train_s + eval_s, 1e-9):.0f}%)")
+    typer.echo(headline_text(result, window))
+
+
+def headline_text(result, window: int | None) -> str:
+    """The headline table, then a line for each empty column saying why it is empty."""
+    from madloop.results import CONVERGENCE_START, is_distance
+
+    headline = result.headline(window)
+    lines = [headline.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")]
+    others = [m for m in headline.metric if not is_distance(m)]
+    if others:
+        lines.append(f"{', '.join(others)}: not a distance to p_r, so no MAD or convergence ratio")
+    window = window or CONVERGENCE_START
+    if result.config.gens < window and len(others) < len(headline):
+        lines.append(f"convergence ratio: empty, because it averages generations t >= {window} and this run has "
+                     f"{result.config.gens} (--window sets where it starts)")
+    return "\n".join(lines)
 
 
 def _with_progress(cfg, progress: bool, work):
@@ -167,77 +329,64 @@ def _with_progress(cfg, progress: bool, work):
         return work(update)
 
 
-@app.command()
+@app.command(cls=Command)
 def resume(
-    run_dir: Path = typer.Argument(..., help="an interrupted run or sweep directory"),
-    jobs: int = JOBS,
+    run_dir: Path = typer.Argument(..., metavar="DIR", help="an interrupted run or sweep directory"),
+    jobs: str = JOBS,
     progress: bool = PROGRESS,
     plot: bool = PLOT,
     backend: str = BACKEND,
     scheduler: Optional[str] = SCHEDULER,
     checkpoint_s: float = CHECKPOINT_S,
+    window: Optional[int] = WINDOW,
 ):
     """Continue an interrupted run (or sweep) from its last checkpoints; the table ends as if never stopped."""
+    import madloop
     from madloop import store
-    from madloop.results import load
-    from madloop.runner import resume as resume_run
-    from madloop.sweep import SWEEP, resume_sweep
+    from madloop.results import Result
+    from madloop.sweep import SWEEP
 
-    with _working(backend, scheduler, jobs):
-        if (run_dir / SWEEP).is_file():
-            result = resume_sweep(run_dir, jobs=jobs, checkpoint_s=checkpoint_s)
+    start = time.perf_counter()
+    if not (store.is_run_dir(run_dir) or (run_dir / SWEEP).is_file()):
+        raise MadloopError(f"{run_dir} is not a madloop run or sweep directory")
+    opened = madloop.load(run_dir)
+    configs = [opened.config] if isinstance(opened, Result) else [r.config for r in opened.results]
+    workers, _ = parse_jobs(jobs, configs)
+    with _working(backend, scheduler, workers):
+        if not isinstance(opened, Result):
+            result = madloop.resume(run_dir, jobs=workers, checkpoint_s=checkpoint_s)
             result.summary().to_csv(run_dir / "summary.csv", index=False)
             typer.echo(f"{len(result.points)} runs in {run_dir}; summary: {run_dir / 'summary.csv'}")
             return
-        cfg = load(run_dir).config if store.is_run_dir(run_dir) else None
-        if cfg is None:
-            raise MadloopError(f"{run_dir} is not a madloop run or sweep directory")
-        result = _with_progress(cfg, progress, lambda update: resume_run(run_dir, jobs=jobs, on_progress=update,
-                                                                         checkpoint_s=checkpoint_s))
-    _report(result, plot)
+        result = _with_progress(opened.config, progress, lambda update: madloop.resume(
+            run_dir, jobs=workers, on_progress=update, checkpoint_s=checkpoint_s))
+    _report(result, plot, window, start)
 
 
-@app.command()
+@app.command(cls=Command)
 def plot(
-    run_dirs: List[Path] = typer.Argument(..., help="run directories to overlay"),
-    out: Path = typer.Option(Path("figures"), help="folder for the PNG and PDF"),
-    name: str = typer.Option("summary", help="file name without extension"),
-    labels: Optional[str] = typer.Option(None, help="comma-separated legend labels, one per run"),
-    metrics: Optional[str] = typer.Option(None, help="comma-separated metrics to show (default: all shared)"),
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories or sweep folders to overlay"),
+    out: Path = typer.Option(Path("figures"), metavar="DIR", help="folder for the PNG and PDF"),
+    name: str = typer.Option("summary", metavar="NAME", help="file name without extension"),
+    labels: Optional[str] = typer.Option(None, metavar="LABELS", help="comma-separated legend labels, one per run"),
+    metrics: Optional[str] = typer.Option(None, metavar="NAMES", help="comma-separated metrics to show (default: all shared)"),
+    logy: bool = typer.Option(False, "--logy", help="log-scale y axes (for quantities that stay positive)"),
 ):
     """Metric and MAD ratio vs generation, with 95% CI bands, for one or more runs."""
-    from madloop.plots import plot_runs
-    from madloop.results import load
+    from madloop.plots import plot as plot_figure
 
-    from madloop.sweep import SWEEP, load_sweep
-
-    results, sweep_labels = [], []
-    for p in run_dirs:  # a sweep folder stands for all its points, labelled by their swept settings
-        if (p / SWEEP).is_file():
-            sw = load_sweep(p)
-            results += sw.results
-            sweep_labels += [", ".join(f"{k}={v}" for k, v in point.items()) for point in sw.points]
-        else:
-            results.append(load(p))
-            sweep_labels.append(p.name)
-    label_list = [s.strip() for s in labels.split(",")] if labels else (sweep_labels if len(results) > 1 else None)
-    if label_list is not None and len(label_list) != len(results):
-        raise MadloopError(f"--labels gives {len(label_list)} labels for {len(results)} runs")
+    label_list = [s.strip() for s in labels.split(",")] if labels else None
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
-    for r in results:
-        missing = set(metric_list or []) - set(r.table.metric)
-        if missing:
-            raise MadloopError(f"{r.path} has no metric {', '.join(sorted(missing))}; it has {', '.join(sorted(set(r.table.metric)))}")
-    for p in plot_runs(results, out, label_list, metric_list, name):
+    for p in plot_figure(*run_dirs, out=out, labels=label_list, metrics=metric_list, name=name, logy=logy):
         typer.echo(str(p))
 
 
-@app.command()
+@app.command(cls=Command)
 def study(
-    name: Optional[str] = typer.Argument(None, help="the study to run; leave out to list them"),
-    scale: str = typer.Option("cpu", help="ci (tiny) | cpu (the committed figures) | gpu (the paper's size)"),
-    out: Path = typer.Option(Path("figures"), help="folder for the table and figures"),
-    jobs: int = JOBS,
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="the study to run; leave out to list them"),
+    scale: str = typer.Option("cpu", metavar="NAME", help="ci (tiny) | cpu (the committed figures) | gpu (the paper's size)"),
+    out: Path = typer.Option(Path("figures"), metavar="DIR", help="folder for the table and figures"),
+    jobs: str = typer.Option("auto", metavar="INTEGER|auto", help="worker processes; auto: all cores"),
 ):
     """List the studies, or run one: its tidy table and figures go to --out."""
     from madloop.studies import STUDIES, load_all, run_study
@@ -247,23 +396,24 @@ def study(
         for n in STUDIES.names():
             typer.echo(f"{n}: {STUDIES[n].description}")
         return
-    for p in run_study(name, scale, out, jobs):
+    for p in run_study(name, scale, out, parse_jobs(jobs, [])[0]):
         typer.echo(str(p))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(cls=SweepHelp, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sweep(
     ctx: typer.Context,
-    out: Path = typer.Option(..., help="folder for the sweep (one run directory per point)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="common settings (.toml or .json)"),
-    preset: Optional[str] = typer.Option(None, help="a named preset for the common settings"),
-    jobs: int = JOBS,
+    out: Path = typer.Option(..., metavar="DIR", help="folder for the sweep (one run directory per point)"),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="common settings (.toml or .json)"),
+    preset: Optional[str] = typer.Option(None, metavar="NAME", help="a named preset for the common settings"),
+    jobs: str = JOBS,
     force: bool = typer.Option(False, "--force", help="replace runs already in --out"),
     backend: str = BACKEND,
     scheduler: Optional[str] = SCHEDULER,
     checkpoint_s: float = CHECKPOINT_S,
 ):
-    """Run a grid: any flag with comma-separated values is an axis (--omega 0,1,2 --n-synth 125,250)."""
+    """Run a grid: any run flag with comma-separated values is an axis (--omega 0,1,2 --n-synth 125,250)."""
+    from madloop.sweep import grid
     from madloop.sweep import sweep as run_sweep
 
     settings = parse_extra(ctx.args)
@@ -271,15 +421,17 @@ def sweep(
     common = {k: v for k, v in settings.items() if k not in axes}
     if not axes:
         raise MadloopError("a sweep needs at least one axis: a flag with comma-separated values, e.g. --lam 1,0.7,0.5")
-    with _working(backend, scheduler, jobs):
-        result = run_sweep(axes, out=out, jobs=jobs, force=force, preset=preset, config_file=config,
+    workers, why = parse_jobs(jobs, [resolve({**common, **p}, preset=preset, config_file=config) for p in grid(axes)])
+    with _working(backend, scheduler, workers):
+        typer.echo(f"madloop: a sweep of {len(grid(axes))} runs, jobs={workers} ({why})", err=True)
+        result = run_sweep(axes, out=out, jobs=workers, force=force, preset=preset, config_file=config,
                            checkpoint_s=checkpoint_s, **common)
     path = out / "summary.csv"
     result.summary().to_csv(path, index=False)
     typer.echo(f"{len(result.points)} runs in {out}; summary: {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 def presets():
     """List the named presets and what each sets."""
     for name, settings in PRESETS.items():

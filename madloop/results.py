@@ -1,8 +1,9 @@
 """From per-run values to the figures of merit: means with 95% CIs, MAD ratio, convergence ratio.
 
-MAD ratio r_t = E[d_t] / E[d_1] and the convergence ratio (mean over t in [20, T] of E[d_t], over
-E[d_1]) are ratios of means over runs (SPEC section 1). Their CIs use the delta method on the paired
-per-run values; the CI of a mean uses Student's t.
+MAD ratio r_t = E[d_t] / E[d_1] and the convergence ratio (mean over t in [W, T] of E[d_t], over
+E[d_1], with the window W = 20 unless given) are ratios of means over runs (SPEC section 1). Their CIs
+use the delta method on the paired per-run values; the CI of a mean uses Student's t. Both ratios are
+reported only for distances to p_r (``is_distance``): a ratio of log-determinants means nothing.
 
 Every chunk of runs reduces its values to *moments* (counts, sums, sums of squares and products with
 generation 1) as it goes, and all figures of merit come from the moments summed over chunks. So a
@@ -21,10 +22,18 @@ from scipy import stats
 
 from madloop import store
 from madloop.config import RunConfig
+from madloop.errors import MadloopError
+from madloop.registry import METRICS
 
-CONVERGENCE_START = 20
+CONVERGENCE_START = 20  # the default window W: generations t >= W enter the convergence ratio
 PAIR = ["np", "sa", "sb", "saa", "sbb", "sab"]
 MOMENTS = ["n", "s1", "s2", *PAIR]
+
+
+def is_distance(metric: str) -> bool:
+    """Whether a metric is a distance to p_r (its registered ``distance`` flag), so that its MAD and
+    convergence ratios mean something; a metric not registered in this process counts as one."""
+    return getattr(METRICS[metric], "distance", True) if metric in METRICS else True
 
 
 def moments(values: np.ndarray, first: np.ndarray | None) -> dict[str, float]:
@@ -105,28 +114,58 @@ class Result:
         per_gen = self.table.drop_duplicates(["gen", "train_s", "eval_s"])  # one row per chunk and generation
         return float(per_gen.train_s.sum()), float(per_gen.eval_s.sum())
 
-    def convergence_ratio(self, metric: str) -> tuple[float, float]:
-        """Mean over generations t >= 20 of E[d_t], over E[d_1], with its 95% CI half-width (NaN if T < 20)."""
-        rows = self.convergence[self.convergence.metric == metric]
-        return ratio_ci(rows[PAIR].sum()) if len(rows) else (np.nan, np.nan)
+    def convergence_ratio(self, metric: str, window: int | None = None) -> tuple[float, float]:
+        """Mean over generations t >= ``window`` (default 20) of E[d_t], over E[d_1], with its 95% CI
+        half-width; NaN when the run has fewer generations than the window.
 
-    def headline(self) -> pd.DataFrame:
-        """Per metric: the real-data floor, E[d_1], E[d_T], the MAD ratio r_T and the convergence ratio."""
+        The default window reads the per-chunk sums, which cover every run. Another window averages each
+        run's stored rows, so it needs every run's rows (runs <= store_runs); both give the same numbers.
+        """
+        window = CONVERGENCE_START if window is None else window
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise MadloopError(f"the convergence window must be a positive integer, got {window!r}")
+        if window == CONVERGENCE_START:
+            rows = self.convergence[self.convergence.metric == metric]
+            return ratio_ci(rows[PAIR].sum()) if len(rows) else (np.nan, np.nan)
+        if self.config.runs > self.config.store_runs:
+            raise MadloopError(f"a convergence window other than {CONVERGENCE_START} needs every run's rows, but {self.path} "
+                               f"kept {self.config.store_runs} of {self.config.runs} runs (store_runs)")
+        values = self.table[self.table.metric == metric].pivot(index="run", columns="gen", values="value")
+        late = [g for g in values.columns if g >= window]
+        if not late or 1 not in values.columns:
+            return np.nan, np.nan
+        # As the runner sums them: each run's mean over the late generations, paired with its generation 1.
+        return ratio_ci(moments(values[late].mean(axis=1, skipna=False).to_numpy(), values[1].to_numpy()))
+
+    def headline(self, window: int | None = None) -> pd.DataFrame:
+        """Per metric: the real-data floor, E[d_1], E[d_T], and for distances the MAD ratio r_T and the
+        convergence ratio over generations t >= ``window`` (default 20; NaN when T is shorter)."""
         rows = []
         for metric, df in self.summary().groupby("metric", sort=False):
             by_gen = df.set_index("gen")
             last = by_gen.index.max()
-            conv, conv_half = self.convergence_ratio(metric)
-            rows.append(dict(metric=metric, floor=by_gen["mean"].get(0, np.nan), first=by_gen["mean"].get(1, np.nan),
-                             last_gen=int(last), last=by_gen.loc[last, "mean"], mad_ratio=by_gen.loc[last, "mad_ratio"],
-                             mad_ratio_ci=by_gen.loc[last, "mad_ratio"] - by_gen.loc[last, "mad_ratio_low"],
-                             convergence_ratio=conv, convergence_ratio_ci=conv_half))
+            row = dict(metric=metric, floor=by_gen["mean"].get(0, np.nan), first=by_gen["mean"].get(1, np.nan),
+                       last_gen=int(last), last=by_gen.loc[last, "mean"], mad_ratio=np.nan, mad_ratio_ci=np.nan,
+                       convergence_ratio=np.nan, convergence_ratio_ci=np.nan)
+            if is_distance(metric):
+                conv, conv_half = self.convergence_ratio(metric, window)
+                row.update(mad_ratio=by_gen.loc[last, "mad_ratio"],
+                           mad_ratio_ci=by_gen.loc[last, "mad_ratio"] - by_gen.loc[last, "mad_ratio_low"],
+                           convergence_ratio=conv, convergence_ratio_ci=conv_half)
+            rows.append(row)
         return pd.DataFrame(rows)
 
 
-def load(path: str | Path) -> Result:
-    """Reopen a run directory (finished or not)."""
+def load(path: str | Path):
+    """Reopen a run directory (finished or not) as a Result, or a sweep folder as a SweepResult."""
+    from madloop.sweep import SWEEP, load_sweep  # sweep builds on this module
+
     path = Path(path)
+    if (path / SWEEP).is_file():
+        return load_sweep(path)
     meta = store.read_meta(path)
+    lost = [kind.file for kind in store.KINDS if store.is_finished(path) and not (path / kind.file).is_file()]
+    if lost:
+        raise MadloopError(f"{path} is a finished run without its {' and '.join(lost)}; run it again with --force to rebuild it")
     return Result(path, RunConfig.from_dict(meta["config"]), store.read_table(path),
                   store.read_table(path, store.MOMENTS), store.read_table(path, store.CONVERGENCE))

@@ -1,9 +1,11 @@
 """The CLI end to end, as a user runs it (real subprocesses)."""
 
+import re
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 
 def madloop(*args, cwd):
@@ -33,3 +35,106 @@ def test_run_plot_and_presets(tmp_path):
     assert plotted.returncode == 0 and (tmp_path / "figs" / "sweep.png").is_file(), plotted.stderr
     presets = madloop("presets", cwd=tmp_path)
     assert presets.returncode == 0 and "collapse:" in presets.stdout
+
+
+def in_process(*args):
+    """Run the CLI in a fresh interpreter; report which heavy modules it imported."""
+    code = ("import sys\nfrom madloop.cli import main\nsys.argv = ['madloop', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+            "print('imported:', *sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))\n"
+            "sys.exit(code)")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["presets"], ["run", "--help"], ["sweep", "--help"],
+                                  ["run", "--dry-run", "--model", "gmm"]])
+def test_help_and_listings_import_neither_torch_nor_pandas(args):
+    done = in_process(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "imported:", done.stdout
+
+
+@pytest.mark.parametrize("path", [["--path", "exact"], ["--path", "samples", "--metrics", "gauss_w2,mean_err"]])
+def test_a_gaussian_run_never_imports_torch(tmp_path, path):
+    done = in_process("run", "--runs", "3", "--gens", "2", *path, "--no-progress", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert "torch" not in done.stdout.splitlines()[-1]
+
+
+def test_version_and_python_dash_m(tmp_path):
+    from madloop import __version__
+
+    for command in (["-m", "madloop", "--version"], ["-m", "madloop.cli", "--version"]):
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout == f"madloop {__version__}\n", done.stderr
+    assert "Commands:" in subprocess.run([sys.executable, "-m", "madloop", "--help"], capture_output=True, text=True).stdout
+
+
+def test_help_lists_every_run_option_with_word_placeholders(tmp_path):
+    from madloop.config import COMPONENTS, CORE_FIELDS, _option_types
+
+    run_help, sweep_help = madloop("run", "--help", cwd=tmp_path).stdout, madloop("sweep", "--help", cwd=tmp_path).stdout
+    options = {f"--{name.replace('_', '-')}" for name in CORE_FIELDS} - {"--accumulate"} | {"--accumulate / --replace"}
+    options |= {f"--{o.replace('_', '-')} " for reg in COMPONENTS.values() for n in reg.names() for o in _option_types(reg[n])}
+    for text in (run_help, sweep_help):
+        missing = [o for o in options if o not in text]
+        assert not missing, missing
+    for command in ("run", "resume", "plot", "study", "sweep", "presets"):
+        text = madloop(command, "--help", cwd=tmp_path).stdout
+        assert not re.search(r"<\w", text), f"{command} --help has a placeholder in angle brackets:\n{text}"
+
+
+def test_jobs_auto_picks_the_worker_count_from_the_work(monkeypatch):
+    from madloop.cli import auto_jobs, parse_jobs
+    from madloop.config import resolve
+    from madloop.errors import MadloopError
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert auto_jobs(resolve(dict(runs=50, gens=20)))[0] == 1  # the exact path: instant
+    assert auto_jobs(resolve(dict(runs=50, gens=20, path="samples")))[0] == 1
+    assert auto_jobs(resolve(dict(runs=1000, gens=50, path="samples")))[0] == 8
+    assert auto_jobs(resolve(dict(runs=10**6, gens=100)))[0] == 8
+    assert auto_jobs(resolve(dict(model="ddpm", runs=2, gens=1)))[0] == 8  # a neural model
+    assert parse_jobs("3", []) == (3, "as given")
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(MadloopError, match="--jobs must be a positive integer or auto"):
+            parse_jobs(bad, [])
+
+
+def test_the_summary_says_why_a_column_is_empty_and_takes_a_window(tmp_path):
+    done = madloop("run", "--runs", "4", "--gens", "3", "--no-plot", "--no-progress", "--out", "a", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "jobs=1 (" in done.stderr
+    lines = done.stdout.splitlines()
+    logdet = next(line for line in lines if line.split()[:1] == ["model_logdet"])
+    assert logdet.split()[-4:] == ["-"] * 4  # no MAD or convergence ratio for a log-determinant
+    assert "model_logdet, model_trace: not a distance to p_r, so no MAD or convergence ratio" in lines
+    assert ("convergence ratio: empty, because it averages generations t >= 20 and this run has 3 "
+            "(--window sets where it starts)") in lines
+    windowed = madloop("resume", "a", "--window", "2", "--no-plot", cwd=tmp_path)
+    assert windowed.returncode == 0, windowed.stderr
+    true_w2 = next(line for line in windowed.stdout.splitlines() if line.split()[:1] == ["true_w2"])
+    assert true_w2.split()[-2] != "-" and "convergence ratio: empty" not in windowed.stdout
+    # The time line adds up: total = run + figure.
+    time_line = next(line for line in done.stdout.splitlines() if line.startswith("time:"))
+    total, run, figure = (float(x) for x in re.findall(r"([\d.]+) s", time_line)[:3])
+    assert total == pytest.approx(run + figure, abs=0.11)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1"])
+def test_a_bad_checkpoint_interval_is_one_line(tmp_path, value):
+    done = madloop("run", "--checkpoint-s", value, "--out", "r", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "--checkpoint-s" in done.stderr and not (tmp_path / "r").exists()
+
+
+def test_the_top_level_api_mirrors_the_cli(tmp_path, tiny):
+    import madloop as api
+
+    assert api.presets()["collapse"] == api.PRESETS["collapse"]
+    sw = api.sweep({"lam": [1.0, 0.5]}, out=tmp_path / "sw", **tiny)
+    opened = api.load(tmp_path / "sw")  # a sweep folder opens too
+    pd.testing.assert_frame_equal(opened.table, sw.table)
+    assert api.resume(tmp_path / "sw").points == sw.points
+    paths = api.plot(tmp_path / "sw", out=tmp_path / "figs")
+    assert all(p.stat().st_size > 1000 for p in paths)
