@@ -1,29 +1,36 @@
-"""Sweeps: one run per point of a grid of settings, gathered into one tidy table.
+"""Sweeps: one run per point of a grid of settings (or of a list of points), gathered into one tidy table.
 
     res = madloop.sweep({"omega": [0, 1, 2], "n_synth": [125, 250]}, out="runs/s", loop="augmentation")
     res.table     # run, gen, metric, value, plus one column per swept field
     res.summary() # per swept point, metric and generation: mean, 95% CI, MAD ratio
 
 Each point is an ordinary run directory under ``out`` (``point-000`` ...), so every point can be
-opened, plotted or compared on its own.
+opened, plotted, compared or resumed on its own. Points run one after the other, each with ``jobs``
+workers for its runs, or ``point_jobs`` at a time, each in a worker process of its own: for many small
+points that is where the work is. Keyed random streams make the numbers the same either way.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
+from joblib import Parallel, delayed
 
 from madloop import store
 from madloop.config import RunConfig, resolve
 from madloop.errors import MadloopError
+from madloop.loop import LOOPS
+from madloop.registry import ALGOS, DATA, METRICS, MODELS
 from madloop.results import Result, load
 
 SWEEP = "sweep.json"
+REGISTRIES = {"data": DATA, "model": MODELS, "algo": ALGOS, "loop": LOOPS, "metric": METRICS}
 
 
 def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -32,6 +39,17 @@ def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
             raise MadloopError(f"sweep axis '{name}' needs a non-empty list of values, got {values!r}")
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def points_of(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A sweep's points: the ``grid`` of axes (a mapping), or a list of points given as they are."""
+    if isinstance(axes, Mapping):
+        return grid(axes)
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence) or not len(axes) \
+            or not all(isinstance(p, Mapping) for p in axes):
+        raise MadloopError(f"a sweep needs axes (setting -> list of values) or a non-empty list of points "
+                           f"(each a dict of settings), got {axes!r}")
+    return [dict(p) for p in axes]
 
 
 @dataclass
@@ -60,24 +78,28 @@ def _cell(v: Any) -> Any:
     return str(v) if isinstance(v, (tuple, list)) else v
 
 
-def sweep(axes: Mapping[str, Sequence[Any]], *, out: str | Path, jobs: int = 1, force: bool = False,
-          preset: str | None = None, config_file: str | Path | None = None, config: RunConfig | None = None,
-          checkpoint_s: float = 30.0, **settings) -> SweepResult:
-    """Run every point of the grid ``axes`` on top of the common ``settings``; all configs are checked first.
+def sweep(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], *, out: str | Path, jobs: int = 1,
+          point_jobs: int = 1, force: bool = False, preset: str | None = None, config_file: str | Path | None = None,
+          config: RunConfig | None = None, checkpoint_s: float = 30.0, **settings) -> SweepResult:
+    """Run every point of the grid ``axes`` (or of a list of points) on top of the common ``settings``; all
+    configs are checked first.
 
-    ``out/sweep.json`` records the grid and every point's resolved config, so `madloop resume out`
-    finishes an interrupted sweep.
+    Each point's runs get ``jobs`` worker processes; ``point_jobs`` points run at once, each in a worker
+    process of its own (so up to point_jobs x jobs processes in all). ``out/sweep.json`` records the points
+    and every point's resolved config, so `madloop resume out` finishes an interrupted sweep.
     """
+    _check_workers(jobs=jobs, point_jobs=point_jobs)
     base = {**(config.to_dict() if config is not None else {}), **settings}
-    points = grid(axes)
+    points = points_of(axes)
     configs = [resolve({**base, **p}, preset=preset, config_file=config_file) for p in points]
     out = Path(out)
     if (out / SWEEP).exists() and not force:
         raise MadloopError(f"{out} already holds a sweep; resume it with `madloop resume {out}` or pass --force")
     out.mkdir(parents=True, exist_ok=True)
-    record = {"axes": {k: list(v) for k, v in axes.items()}, "points": points, "configs": [c.to_dict() for c in configs]}
+    record = {"axes": {k: list(v) for k, v in axes.items()} if isinstance(axes, Mapping) else None, "points": points,
+              "configs": [c.to_dict() for c in configs]}
     store.atomic_write(out / SWEEP, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=list) + "\n"))
-    return _run_points(out, points, configs, jobs, force, checkpoint_s)
+    return _run_points(out, points, configs, jobs, point_jobs, force, checkpoint_s)
 
 
 def point_dir(out: Path, i: int) -> Path:
@@ -100,21 +122,52 @@ def load_sweep(out: str | Path) -> SweepResult:
     return SweepResult(out, points, [load(point_dir(out, i)) for i in range(len(configs))])
 
 
-def resume_sweep(out: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0) -> SweepResult:
+def resume_sweep(out: str | Path, *, jobs: int = 1, point_jobs: int = 1, checkpoint_s: float = 30.0) -> SweepResult:
     """Finish an interrupted sweep: finished points are kept, interrupted ones resumed, missing ones run."""
+    _check_workers(jobs=jobs, point_jobs=point_jobs)
     out = Path(out)
     points, configs = _read_sweep(out)
-    return _run_points(out, points, configs, jobs, False, checkpoint_s)
+    return _run_points(out, points, configs, jobs, point_jobs, False, checkpoint_s)
 
 
-def _run_points(out: Path, points, configs, jobs: int, force: bool, checkpoint_s: float) -> SweepResult:
+def _check_workers(**counts: int) -> None:
+    for name, n in counts.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise MadloopError(f"{name} must be a positive integer, got {n!r}")
+
+
+def _run_points(out: Path, points: list[dict[str, Any]], configs: list[RunConfig], jobs: int, point_jobs: int,
+                force: bool, checkpoint_s: float) -> SweepResult:
+    if point_jobs == 1 or len(configs) == 1:
+        results = [run_point(point_dir(out, i), cfg, jobs, force, checkpoint_s) for i, cfg in enumerate(configs)]
+    else:
+        # Workers get an absolute path: a reused worker process may have another working directory.
+        tasks = (delayed(_run_point_in_worker)(point_dir(out, i).absolute(), cfg, registered(cfg), jobs, force,
+                                               checkpoint_s) for i, cfg in enumerate(configs))
+        results = Parallel(n_jobs=min(point_jobs, len(configs)))(tasks)
+    return SweepResult(out, points, results)
+
+
+def run_point(path: Path, cfg: RunConfig, jobs: int, force: bool, checkpoint_s: float) -> Result:
+    """One point's run directory: a run already there is resumed (or reopened, if finished), else it runs."""
     from madloop.runner import execute, resume
 
-    results = []
-    for i, cfg in enumerate(configs):
-        path = point_dir(out, i)
-        if store.is_run_dir(path) and not force:
-            results.append(resume(path, jobs=jobs, checkpoint_s=checkpoint_s))
-        else:
-            results.append(execute(cfg, out=path, jobs=jobs, force=force, checkpoint_s=checkpoint_s))
-    return SweepResult(out, points, results)
+    if store.is_run_dir(path) and not force:
+        return resume(path, jobs=jobs, checkpoint_s=checkpoint_s)
+    return execute(cfg, out=path, jobs=jobs, force=force, checkpoint_s=checkpoint_s)
+
+
+def registered(cfg: RunConfig) -> list[tuple[str, str, Any]]:
+    """The registered components that ``cfg`` names, as (registry, name, component)."""
+    named = [(kind, getattr(cfg, kind)) for kind in ("data", "model", "algo", "loop")]
+    return [(kind, name, REGISTRIES[kind][name]) for kind, name in named + [("metric", m) for m in cfg.metrics]]
+
+
+def _run_point_in_worker(path: Path, cfg: RunConfig, components, jobs: int, force: bool, checkpoint_s: float) -> Result:
+    """``run_point`` in a worker process, which first registers the components the caller's process knew
+    the config's names by (those a script registered exist only there), and gives torch ``jobs`` threads."""
+    for kind, name, component in components:
+        REGISTRIES[kind].register(name, replace=True)(component)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(jobs)
+    return run_point(path, cfg, jobs, force, checkpoint_s)

@@ -1,5 +1,8 @@
 """Every registered study runs end to end at its ci scale; the science the studies rely on, on known answers."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +57,14 @@ def test_sampling_bias_keeps_precision_and_loses_recall(tmp_path):
     last = res[res.gen == 6].set_index(["lam", "metric"])["mean"]
     assert last[(0.5, "precision")] > 0.9 and last[(1.0, "precision")] > 0.9
     assert last[(0.5, "recall")] < 0.5 < last[(1.0, "recall")]
+
+
+def test_importing_the_studies_registers_no_component():
+    code = ("import madloop; from madloop.studies import load_all\n"
+            "tables = (madloop.DATA, madloop.MODELS, madloop.ALGOS, madloop.METRICS, madloop.LOOPS)\n"
+            "before = [t.names() for t in tables]; load_all()\n"
+            "assert [t.names() for t in tables] == before, [t.names() for t in tables]")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_first_subset_fits_the_first_model_to_the_first_points_only():

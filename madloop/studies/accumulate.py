@@ -24,7 +24,7 @@ import pandas as pd
 
 from madloop.registry import MODELS
 from madloop.studies import Study, register
-from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save_with_top_legend, sweep_summary,
+from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save_with_top_legend, sweep,
                                     write_table)
 
 NAME = "accumulate"
@@ -71,7 +71,7 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
             continue
         for arm, setting in arms(sizes["n_synth"]).items():
             settings = {**FAMILIES[family], **sizes, **setting, "path": "samples"}
-            summary = sweep_summary({"loop": params["loops"]}, jobs, **settings)
+            summary = sweep({"loop": params["loops"]}, jobs, **settings).summary()
             tables.append(summary.assign(family=family, arm=arm, n_real=sizes["n_real"], n_synth=sizes["n_synth"]))
     table = columns_first(pd.concat(tables, ignore_index=True), ["family", "loop", "arm", "n_real", "n_synth"])
     paths = [write_table(table, out, NAME)]

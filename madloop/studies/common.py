@@ -1,13 +1,12 @@
-"""What the studies share: running points into a summary table, and drawing mean curves with 95% bands.
+"""What the studies share: sweeping points in a scratch folder, tables, and drawing mean curves with 95% bands.
 
 Studies keep the *summary* of their runs (per point, metric and generation: mean, standard error, 95% CI,
 MAD ratio; see ``madloop.results``), not the per-run rows: that is what their figures show, and it stays
-small enough to commit. The run directories live in a scratch folder that is removed afterwards.
+small enough to commit. The sweep's run directories live in a scratch folder that is removed afterwards.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -17,11 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from joblib import Parallel, delayed  # noqa: E402
 
 import madloop  # noqa: E402
 from madloop.plots import METRIC_LABELS  # noqa: E402
-from madloop.sweep import grid  # noqa: E402
+from madloop.sweep import SweepResult  # noqa: E402
 
 LABELS = {**METRIC_LABELS, "precision": "precision (k-NN, k = 3)", "recall": "recall (k-NN, k = 3)",
           "true_w2": "$W_2(G^t, p_r)$, closed form", "true_mean_err": r"$\|\mu_t - \mu\|$"}
@@ -29,46 +27,15 @@ LOOP_LABELS = {"fully_synthetic": "fully synthetic loop", "augmentation": "synth
                "fresh": "fresh data loop"}
 
 
-def run_points(points: Sequence[Mapping[str, Any]], jobs: int, **settings) -> pd.DataFrame:
-    """The summaries of one run per point (``settings`` updated by the point), the point's settings as columns.
+def sweep(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], jobs: int, **settings) -> SweepResult:
+    """``madloop.sweep`` of ``axes`` (a grid, or a list of points) on top of ``settings``, in a scratch folder that
+    is removed afterwards; the Results stay in memory (their paths are gone).
 
-    Every config is checked before anything runs (see ``summaries``).
+    The points run ``jobs`` at a time, one worker each: for many small runs that is where the work is (each of
+    a run's chunks costs a store write per generation).
     """
-    configs = [madloop.resolve({**settings, **point}) for point in points]
-    return pd.concat([f.assign(**point) for f, point in zip(summaries(configs, jobs), points)], ignore_index=True)
-
-
-def summaries(configs: Sequence[madloop.RunConfig], jobs: int, convergence: bool = False) -> list[pd.DataFrame]:
-    """One run per config, its summary each (``convergence``: with each metric's convergence ratio).
-
-    The configs run in parallel, one worker each: for many small runs that is where the work is (each of a
-    run's chunks costs a store write per generation). Parallel workers use one torch thread each, as the
-    runner's do. Keyed random streams make the numbers the same for any ``jobs``.
-    """
-    threads = 1 if jobs > 1 else None
-    return Parallel(n_jobs=jobs)(delayed(run_summary)(cfg, threads, convergence) for cfg in configs)
-
-
-def sweep_summary(axes: Mapping[str, Sequence[Any]], jobs: int, **settings) -> pd.DataFrame:
-    """``run_points`` over every combination of the axes' values (as ``madloop.sweep`` does)."""
-    return run_points(grid(axes), jobs, **settings)
-
-
-def run_summary(cfg: madloop.RunConfig, torch_threads: int | None = None, convergence: bool = False) -> pd.DataFrame:
-    """The summary of one run of ``cfg``, in a scratch folder; ``convergence`` adds the columns
-    convergence_ratio and convergence_ratio_ci (the CI half-width), one value per metric."""
-    from madloop.studies import load_all
-
-    load_all()  # a worker process must know the components that study modules register
-    if torch_threads is not None and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        result = madloop.execute(cfg, out=Path(tmp) / "run")
-    if not convergence:
-        return result.summary()
-    ratios = pd.DataFrame([dict(metric=m, convergence_ratio=r, convergence_ratio_ci=h)
-                           for m in cfg.metrics for r, h in [result.convergence_ratio(m)]])
-    return result.summary().merge(ratios, on="metric", how="left")
+        return madloop.sweep(axes, out=tmp, point_jobs=jobs, **settings)
 
 
 def columns_first(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:

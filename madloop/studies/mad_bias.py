@@ -27,8 +27,8 @@ from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.runner import build
 from madloop.studies import Study, register
-from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, save_with_top_legend, sweep_summary,
-                                    write_table)
+from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, save_with_top_legend,
+                                    sweep, write_table)
 
 NAME = "mad-bias"
 FAMILIES = {
@@ -113,7 +113,7 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
             print(f"{NAME}: model family '{FAMILIES[family]['model']}' is not registered; skipping {family}")
             continue
         settings = {**FAMILIES[family], **{k: params[k] for k in ("gens", "every", "metrics")}, **sizes}
-        summary = sweep_summary({"loop": params["loops"], "lam": params["lams"]}, jobs, **settings)
+        summary = sweep({"loop": params["loops"], "lam": params["lams"]}, jobs, **settings).summary()
         tables.append(summary.assign(family=family, n_real=sizes["n_real"], n_synth=sizes["n_synth"]))
         samples.append(snapshots(settings, params["lams"], params["snapshots"]).assign(family=family))
     table = columns_first(pd.concat(tables, ignore_index=True), ["family", "loop", "lam", "n_real", "n_synth"])

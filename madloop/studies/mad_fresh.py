@@ -4,7 +4,7 @@ Gaussian model, SPEC E1's 2D Gaussian p_r, distance = closed-form W2 between the
 (``true_w2``: the model as fitted, not its lam-biased samples, and no evaluation sample to add noise).
 
 1. Two first models. The engine trains G^1 on D_r of n_real points, like every later generation's real part.
-   A first model fitted to fewer real points is the ``first-subset`` algorithm below: standard training,
+   A first model fitted to fewer real points is the ``FirstSubset`` algorithm below: standard training,
    except that G^1 sees only the first ``n_first`` points of D_r (an iid draw, so a random subset). Later
    generations train on all their data. With the same seeds, G^1 from 5 points and from all n_r points
    are followed across generations.
@@ -41,14 +41,14 @@ from madloop.registry import ALGOS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
 from madloop.studies import Study, register
-from madloop.studies.common import LABELS, columns_first, curves, run_points, save, sweep_summary, write_table
+from madloop.studies.common import LABELS, columns_first, curves, save, sweep, write_table
 
 NAME = "mad-fresh"
 GAUSSIAN = dict(model="gaussian", data="gaussian", loop="fresh")
 COLUMNS = ["part", "lam", "n_real", "n_synth", "n_first", "metric", "gen"]
+FIRST_SUBSET = f"{NAME}.first-subset"  # FirstSubset's name, registered when the study runs
 
 
-@ALGOS.register("first-subset")
 @dataclass(frozen=True)
 class FirstSubset:
     """Standard training, except that the first model G^1 is fitted to the first ``n_first`` points of D_r only."""
@@ -64,11 +64,16 @@ class FirstSubset:
 
 
 def first_models(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
-    """The fresh loop from two first models (G^1 on ``n_first`` or on all n_real points), for each lam."""
+    """The fresh loop from two first models (G^1 on ``n_first`` or on all n_real points), for each lam.
+
+    Configs name their algorithm, so FirstSubset is registered, under the study's own name, when this runs
+    (importing the study registers nothing).
+    """
     c = p["convergence"]
     sizes = {k: c[k] for k in ("n_real", "n_synth", "gens", "runs")}
-    summary = sweep_summary({"lam": p["lams"], "n_first": (c["n_first"], c["n_real"])}, jobs, **GAUSSIAN, **sizes,
-                            algo="first-subset", metrics=("true_w2",))
+    ALGOS.register(FIRST_SUBSET, replace=True)(FirstSubset)
+    summary = sweep({"lam": p["lams"], "n_first": (c["n_first"], c["n_real"])}, jobs, **GAUSSIAN, **sizes,
+                    algo=FIRST_SUBSET, metrics=("true_w2",)).summary()
     return summary.assign(part="convergence", n_real=c["n_real"], n_synth=c["n_synth"])
 
 
@@ -77,8 +82,8 @@ def real_only(p: Mapping[str, Any], jobs: int, extra: tuple[int, ...] = ()) -> p
     the loops' n_r and of ``extra``."""
     grid = np.concatenate([np.round(np.geomspace(*p["curve_range"], p["curve_points"])), p["n_reals"], extra])
     grid = np.unique(grid).astype(int)
-    summary = sweep_summary({"n_real": [int(n) for n in grid]}, jobs, **GAUSSIAN, n_synth=1, gens=1,
-                            runs=p["curve_runs"], metrics=p["metrics"])
+    summary = sweep({"n_real": [int(n) for n in grid]}, jobs, **GAUSSIAN, n_synth=1, gens=1, runs=p["curve_runs"],
+                    metrics=p["metrics"]).summary()
     return summary[summary.gen == 1].assign(part="real-only")
 
 
@@ -89,7 +94,7 @@ def loop_limits(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
         start = limit_start(n_r, n_s, p["burn"])
         gens, every = max(2 * start, start + 20), max(1, start // 20)
         points.append(dict(lam=lam, n_real=n_r, n_synth=n_s, gens=gens, every=every))
-    summary = run_points(points, jobs, **GAUSSIAN, runs=p["runs"], metrics=p["metrics"])
+    summary = sweep(points, jobs, **GAUSSIAN, runs=p["runs"], metrics=p["metrics"]).summary()
     window = summary.gen >= [limit_start(r, s, p["burn"]) for r, s in zip(summary.n_real, summary.n_synth)]
     return summary[window].drop(columns=["gens", "every"]).assign(part="loop")
 

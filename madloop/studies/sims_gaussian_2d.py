@@ -21,9 +21,10 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import madloop
+
+from madloop.results import Result
 from madloop.studies import Study, register
-from madloop.studies.common import curves, save, summaries, write_table
+from madloop.studies.common import curves, save, sweep, write_table
 
 NAME = "sims-gaussian-2d"
 BASE = dict(loop="augmentation", algo="sims", model="ddpm", data="gaussian", n_real=1000, n_eval=1000, n_ref=1000,
@@ -31,13 +32,17 @@ BASE = dict(loop="augmentation", algo="sims", model="ddpm", data="gaussian", n_r
 
 
 def run_part(part: str, points: list[dict[str, Any]], common: Mapping[str, Any], jobs: int) -> pd.DataFrame:
-    settings = [{**BASE, **common, **{k: v for k, v in p.items() if k != "config"}} for p in points]  # config: a label
-    for s in settings:
-        if s["algo"] != "sims":
-            s.pop("n_aux"), s.pop("aux_epochs")
-    configs = [madloop.resolve(s) for s in settings]  # every point is checked before anything runs
-    frames = summaries(configs, jobs, convergence=True)
-    return pd.concat([f.assign(part=part, **p) for f, p in zip(frames, points)], ignore_index=True)
+    """Each point on top of BASE and ``common``: its summary with convergence ratios, the point as columns."""
+    settings = [{k: v for k, v in p.items() if k != "config"} for p in points]  # config: a label
+    results = sweep(settings, jobs, **{**BASE, **common}).results
+    return pd.concat([with_convergence(r).assign(part=part, **p) for r, p in zip(results, points)], ignore_index=True)
+
+
+def with_convergence(result: Result) -> pd.DataFrame:
+    """The summary of a run with each metric's convergence ratio and its CI half-width as columns."""
+    ratios = pd.DataFrame([dict(metric=m, convergence_ratio=r, convergence_ratio_ci=h)
+                           for m in result.config.metrics for r, h in [result.convergence_ratio(m)]])
+    return result.summary().merge(ratios, on="metric", how="left")
 
 
 def configurations(batch: int) -> list[dict[str, Any]]:
@@ -49,11 +54,14 @@ def configurations(batch: int) -> list[dict[str, Any]]:
 
 
 def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    common = dict(runs=p["runs"], epochs=p["epochs"], aux_epochs=p["aux_epochs"], n_aux=p["n_aux"], seed=0, **p.get("extra", {}))
+    standard = dict(runs=p["runs"], epochs=p["epochs"], seed=0, **p.get("extra", {}))
+    sims = dict(standard, aux_epochs=p["aux_epochs"], n_aux=p["n_aux"])
+    configs = [dict(algo="standard", gens=1, n_synth=1000, **c) for c in configurations(p["batch"])]
+    loops = [dict(omega=w, n_synth=s, gens=p["gens"]) for s in p["sizes"] for w in p["loop_omegas"]]
     table = pd.concat([
-        run_part("self-improvement", [dict(omega=w, gens=1, n_synth=1000) for w in p["gen1_omegas"]], common, jobs),
-        run_part("configs", [dict(algo="standard", gens=1, n_synth=1000, **c) for c in configurations(p["batch"])], common, jobs),
-        run_part("loops", [dict(omega=w, n_synth=s, gens=p["gens"]) for s in p["sizes"] for w in p["loop_omegas"]], common, jobs),
+        run_part("self-improvement", [dict(omega=w, gens=1, n_synth=1000) for w in p["gen1_omegas"]], sims, jobs),
+        run_part("configs", configs, standard, jobs),
+        run_part("loops", loops, sims, jobs),
     ], ignore_index=True)
     paths = [write_table(table, out, NAME)]
     paths += plot_self_improvement(table, p, out) + plot_prevention(table, p, out) + plot_convergence(table, p, out)
