@@ -45,10 +45,10 @@ def _working(backend: str, scheduler: str | None, jobs: int):
         raise Interrupted() from None
 
 
-# --jobs auto: a worker process first spends seconds importing madloop (and torch for a neural model),
-# so work that one process finishes in about that time runs in this process. Measured on 2 cores:
-# one run-generation costs about 1e-6 s on the exact path and 5e-3 s on the samples path of a
-# closed-form model with the default metrics (exact W2 on 250 points dominates).
+# --jobs auto. Measured on the shared 2-core machine: two workers cost 6-8 s more than none (each imports
+# madloop, pandas and SciPy: 3 s under load), so work that one process finishes within SERIAL_UP_TO_S runs
+# here. One run-generation of a closed-form model costs under 1e-6 s on the exact path and about 1e-2 s on the
+# samples path with the default metrics (13 s for 50 runs x 21 generations; exact W2 on 250 points dominates).
 SECONDS_PER_RUN_GENERATION = {"exact": 1e-6, "samples": 1e-2}
 SERIAL_UP_TO_S = 20.0
 
@@ -156,10 +156,13 @@ def _metavar(hint: Any) -> str:
 
 
 def _shown(value: Any) -> str:
+    """A default written as its flag takes it: 0.0,0.0 for numbers, 2,1;1,2 for a matrix, true, none."""
     if isinstance(value, tuple):
-        return ";".join(_shown(v) for v in value) if value and isinstance(value[0], tuple) else ",".join(map(str, value))
-    return {None: "none", True: "true", False: "false", "": "(required)"}.get(value, str(value)) \
-        if isinstance(value, (type(None), bool, str)) else str(value)
+        matrix = bool(value) and isinstance(value[0], tuple)
+        return ";".join(map(_shown, value)) if matrix else ",".join(map(str, value))
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    return "(required)" if value == "" else str(value)
 
 
 def _component_options(formatter) -> None:
@@ -175,7 +178,10 @@ def _component_options(formatter) -> None:
             rows = [(f"--{option.replace('_', '-')} {_metavar(hint)}", f"[default: {_shown(defaults.get(option))}]")
                     for option, hint in _option_types(cls).items()]
             with formatter.section(f"--{kind} {name}"):
-                formatter.write_dl(rows) if rows else formatter.write_text("(no options)")
+                if rows:
+                    formatter.write_dl(rows)
+                else:
+                    formatter.write_text("(no options)")
 
 
 class Command(TyperCommand):
