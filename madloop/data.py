@@ -28,6 +28,8 @@ class GaussianData:
         d = mean.shape[0] if mean.ndim == 1 else -1
         if mean.ndim != 1 or cov.shape != (d, d):
             raise ValueError(f"gaussian data needs a mean of length d and a d x d cov, got {mean.shape} and {cov.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            raise ValueError(f"gaussian data needs a finite mean and cov, got mean={self.mean} and cov={self.cov}")
         if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
             raise ValueError("gaussian data needs a symmetric positive-definite cov")
 
@@ -58,12 +60,15 @@ class MixtureData:
     weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        if not (0 < self.std < np.inf and 0 < self.radius < np.inf and self.k >= 1):
+            raise ValueError(f"mixture needs a finite std > 0 and radius > 0, and k >= 1; got std={self.std}, "
+                             f"radius={self.radius}, k={self.k}")
         if self.means is None and self.layout not in ("ring", "grid"):
             raise ValueError(f"mixture layout must be 'ring' or 'grid', got '{self.layout}'")
         if self.means is None and self.layout == "grid" and round(self.k**0.5) ** 2 != self.k:
             raise ValueError(f"a grid mixture needs a square number of components, got k={self.k}")
-        if self.std <= 0 or self.k < 1:
-            raise ValueError("mixture needs std > 0 and k >= 1")
+        if self.means is not None and not np.isfinite(self.component_means).all():
+            raise ValueError(f"mixture means must be finite, got {self.means}")
         w = self.component_weights
         if len(w) != len(self.component_means) or (w < 0).any() or not np.isclose(w.sum(), 1.0):
             raise ValueError("mixture weights must be one non-negative number per component, summing to 1")

@@ -30,12 +30,19 @@ from madloop.results import CONVERGENCE_START, Result, load, moments
 from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams, generator
 
 
+def own_points(model, n: int, rng: RunRNG, lam: float):
+    """A fitted model's n points, drawn with sampling bias lam: what it samples."""
+    return model.sample(n, rng, lam)
+
+
 @dataclass(frozen=True)
 class Parts:
-    """A configuration's components, built from their registered names.
+    """A configuration's components, built once from their registered names (``build``).
 
-    ``data`` feeds the loop (sufficient statistics on the exact path); ``points`` is the same source
-    drawing points, for the reference sample and the real-data floor.
+    The loop draws real training sets from ``data`` and trains ``model`` on them with ``algo``; the
+    metrics compare a fitted model's points, ``sample_points(model, n, rng, lam)``, with real points
+    from ``points``. The two pairs differ only on the exact Gaussian path (madloop/exact_path.py), whose
+    training sets are sufficient statistics.
     """
 
     data: Any
@@ -43,17 +50,18 @@ class Parts:
     model: Any
     algo: Any
     metrics: Mapping[str, Callable]
+    sample_points: Callable = own_points
 
 
 def build(cfg: RunConfig) -> Parts:
-    points = build_data(cfg)
-    data, model = points, MODELS[cfg.model](**cfg.model_options)
-    if cfg.path == "exact":
-        from madloop.models.exact import ExactGaussian, StatsData
+    """The parts of a resolved configuration, on its path."""
+    from madloop import exact_path
+    from madloop.config import components
 
-        data, model = StatsData(points), ExactGaussian(**cfg.model_options)
-    return Parts(data=data, points=points, model=model, algo=ALGOS[cfg.algo](**cfg.algo_options),
-                 metrics={name: METRICS[name] for name in cfg.metrics})
+    built = components(cfg)
+    parts = Parts(data=built["data"], points=built["data"], model=built["model"], algo=built["algo"],
+                  metrics={name: METRICS[name] for name in cfg.metrics})
+    return exact_path.parts(cfg, parts) if cfg.path == "exact" else parts
 
 
 SPLIT_RUNS = 100  # a run count up to this may be split inside its stream block (see chunks)

@@ -31,8 +31,15 @@ BAD = [
     (["--runs", "many"], "Invalid value for '--runs'"),
     (["--budget", "10"], "budget subsamples accumulated synthetic data: it needs accumulate"),
     (["--omegaa", "3"], "option 'omegaa' is unknown here; valid options:"),
-    (["--model", "gmm", "--k", "two"], "option 'k' of model 'gmm' must be int, got 'two'"),
-    (["--cov", "1,2;3"], "data 'gaussian':"),
+    (["--model", "gmm", "--k", "two"], "option 'k' of model 'gmm' must be an integer (64-bit), got 'two'"),
+    (["--cov", "1,2;3"], "data source 'gaussian':"),
+    (["--gens", "100000000000000000000"], "gens must be an integer (64-bit), got 100000000000000000000"),
+    (["--config", "."], "config file . is a directory; give a .toml or .json file"),
+    (["--data", "mixture", "--radius", "-3"], "data source 'mixture': mixture needs a finite std > 0 and radius > 0"),
+    (["--data", "mixture", "--radius", "-3", "--std", "NaN"], "option 'std' of data source 'mixture' must be a finite number, got nan"),
+    (["--mean", "Infinity,0"], "option 'mean' of data source 'gaussian' must be a list of finite numbers, got (inf, 0)"),
+    (["--model", "gmm", "--reg", "NaN"], "option 'reg' of model 'gmm' must be a finite number, got nan"),
+    (["--model", "ddpm", "--lr", "Infinity"], "option 'lr' of model 'ddpm' must be a finite number, got inf"),
     (["--preset", "nope"], "unknown preset 'nope'; choose from:"),
     (["--config", "missing.toml"], "config file missing.toml does not exist"),
     (["--data", "file", "--file", "nowhere.npy"], "data file nowhere.npy does not exist"),
@@ -54,7 +61,14 @@ def test_bad_flags(monkeypatch, capsys, tmp_path, args, message):
 @pytest.mark.parametrize("text, message", [
     ("gens = ", "is malformed"),
     ("gens = 3\nfrobnicate = 1\n", "option 'frobnicate' is unknown"),
-    ("[model_options]\nunbiased = 3\n", "option 'unbiased' of model 'gaussian' must be bool"),
+    ("[model_options]\nunbiased = 3\n", "option 'unbiased' of model 'gaussian' must be true or false, got 3"),
+    ('accumulate = "no"\n', "accumulate must be true or false, got 'no'"),
+    ("lam = true\n", "lam must be a finite number, got True"),
+    ("seed = true\n", "seed must be an integer (64-bit), got True"),
+    ("runs = 2.0\n", "runs must be an integer (64-bit), got 2.0"),
+    ("lam = nan\n", "lam must be a finite number, got nan"),
+    ('metrics = "w2"\n', "metrics must be a list of strings, got 'w2'"),
+    ('data = "mixture"\n[data_options]\nstd = inf\n', "option 'std' of data source 'mixture' must be a finite number, got inf"),
     ("[model_options]\nwidth = 3\n", "model 'gaussian' has no option width"),
 ])
 def test_bad_config_files(monkeypatch, capsys, tmp_path, text, message):
@@ -63,6 +77,29 @@ def test_bad_config_files(monkeypatch, capsys, tmp_path, text, message):
     code, err = cli(monkeypatch, capsys, "run", "--config", "c.toml", "--out", "out")
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_nan_and_inf_get_one_message_however_spelled(monkeypatch, capsys, tmp_path):
+    # A flag's "NaN" and "Infinity" parse as numbers, "nan" and "inf" stay text: both are refused as not finite.
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("nan", "NaN", "inf", "Infinity", "-Infinity"):
+        code, err = cli(monkeypatch, capsys, "run", "--algo", "sims", "--omega", spelling, "--out", "out")
+        assert code == 2 and err.startswith("error: option 'omega' of algorithm 'sims' must be a finite number, got "), err
+        assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_data_sources_check_their_own_options():
+    from madloop.data import GaussianData, MixtureData
+
+    for bad in (dict(std=float("nan")), dict(std=float("inf")), dict(radius=-3.0), dict(radius=float("nan"))):
+        with pytest.raises(ValueError, match="mixture needs a finite std > 0 and radius > 0"):
+            MixtureData(**bad)
+    with pytest.raises(ValueError, match="mixture means must be finite"):
+        MixtureData(means=((0.0, 0.0), (float("inf"), 1.0)))
+    with pytest.raises(ValueError, match="gaussian data needs a finite mean and cov"):
+        GaussianData(mean=(float("inf"), 0.0))
+    with pytest.raises(ValueError, match="gaussian data needs a finite mean and cov"):
+        GaussianData(cov=((float("nan"), 0.0), (0.0, 1.0)))
 
 
 def test_an_existing_run_is_not_overwritten_without_force(monkeypatch, capsys, tmp_path):

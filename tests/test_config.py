@@ -1,9 +1,14 @@
 import json
 
+import numpy as np
 import pytest
 
 import madloop
-from madloop.config import PRESETS, RunConfig, resolve
+from madloop import data as data_module
+from madloop import exact_path
+from madloop.config import PRESETS, RunConfig, resolve, validate
+from madloop.config.resolution import options_of
+from madloop.runner import build
 
 
 def test_json_and_toml_round_trip(tmp_path):
@@ -26,7 +31,7 @@ def test_a_shared_option_name_must_be_qualified():
 
 def test_flat_options_go_to_their_component_with_defaults_filled_in():
     cfg = resolve(dict(model="gmm", k=3, mean=(1, 2), cov=((1, 0), (0, 1))))
-    assert cfg.model_options == {"k": 3, "iters": 100, "reg": 1e-6}
+    assert cfg.model_options == {**options_of(madloop.MODELS["gmm"]()), "k": 3}
     assert cfg.data_options == {"mean": (1, 2), "cov": ((1, 0), (0, 1))}
     assert cfg.algo_options == {}
 
@@ -74,3 +79,61 @@ def test_the_exact_path_is_chosen_where_it_applies():
     assert resolve(dict(path="samples")).metrics == RunConfig.metrics
     with pytest.raises(madloop.MadloopError, match="path 'exact' needs"):
         resolve(dict(path="exact", model="gmm"))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(accumulate="no"), "accumulate must be true or false, got 'no'"),
+    (dict(accumulate=1), "accumulate must be true or false, got 1"),
+    (dict(lam=True), "lam must be a finite number, got True"),
+    (dict(lam=float("nan")), "lam must be a finite number, got nan"),
+    (dict(seed=True), "seed must be an integer (64-bit), got True"),
+    (dict(gens=10**20), "gens must be an integer (64-bit), got 100000000000000000000"),
+    (dict(runs=2.0), "runs must be an integer (64-bit), got 2.0"),
+    (dict(budget="10", accumulate=True), "budget must be an integer (64-bit) or none, got '10'"),
+    (dict(algo="sims", omega=float("inf")), "option 'omega' of algorithm 'sims' must be a finite number, got inf"),
+    (dict(algo="sims", interval=(0, "1")), "option 'interval' of algorithm 'sims' must be a list of 2 finite numbers, got (0, '1')"),
+    (dict(model="gmm", k=True), "option 'k' of model 'gmm' must be an integer (64-bit), got True"),
+    (dict(cov=((1, 0), (0, float("nan")))), "option 'cov' of data source 'gaussian' must be a list of lists of finite numbers"),
+])
+def test_settings_are_typed_strictly(settings, message):
+    with pytest.raises(madloop.MadloopError) as err:
+        resolve(settings)
+    assert message in str(err.value)
+
+
+def test_a_number_option_given_an_integer_holds_a_float():
+    cfg = resolve(dict(lam=1, algo="sims", omega=3))
+    assert type(cfg.lam) is float and type(cfg.algo_options["omega"]) is float
+
+
+def test_validate_checks_a_stored_config_as_strictly():
+    with pytest.raises(madloop.MadloopError, match="accumulate must be true or false, got 'no'"):
+        validate(RunConfig.from_dict({**resolve().to_dict(), "accumulate": "no"}))
+    with pytest.raises(madloop.MadloopError, match="option 'std' of data source 'mixture' must be a finite number"):
+        validate(RunConfig.from_dict({**resolve(dict(data="mixture")).to_dict(), "data_options": {"std": float("nan")}}))
+
+
+def test_resolving_builds_the_data_source_once(tmp_path, monkeypatch):
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).normal(size=(300, 2)))
+    reads = []
+    read = data_module.read_points
+    monkeypatch.setattr(data_module, "read_points", lambda path: reads.append(path) or read(path))
+    resolve(dict(data="file", file=str(tmp_path / "c.npy")))
+    assert len(reads) == 1
+
+
+def test_the_exact_path_swaps_in_its_parts_in_one_place():
+    from madloop.models.exact import ExactGaussian, Stats, StatsData
+    from madloop.rng import RunRNG
+
+    exact, samples = resolve(), resolve(dict(path="samples"))
+    assert exact_path.applies(exact) and exact_path.applies(samples) and not exact_path.applies(resolve(dict(model="gmm")))
+    parts = build(exact)
+    assert isinstance(parts.data, StatsData) and isinstance(parts.model, ExactGaussian) and parts.points is parts.data.source
+    model = parts.model.fit(parts.data.sample(30, RunRNG(0, range(3), 1, "real")), None)
+    assert isinstance(model.sample(5, RunRNG(0, range(3), 1, "synth")), Stats)
+    assert parts.sample_points(model, 5, RunRNG(0, range(3), 1, "eval"), 1.0).x.shape == (3, 5, 2)
+    plain = build(samples)
+    model = plain.model.fit(plain.data.sample(30, RunRNG(0, range(3), 1, "real")), RunRNG(0, range(3), 1, "train"))
+    drawn = plain.sample_points(model, 5, RunRNG(0, range(3), 1, "eval"), 1.0).x
+    assert plain.data is plain.points and np.array_equal(drawn, model.sample(5, RunRNG(0, range(3), 1, "eval"), 1.0).x)
