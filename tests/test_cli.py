@@ -70,12 +70,17 @@ def test_version_and_python_dash_m(tmp_path):
     assert "Commands:" in subprocess.run([sys.executable, "-m", "madloop", "--help"], capture_output=True, text=True).stdout
 
 
-def test_help_lists_every_run_option_with_word_placeholders(tmp_path):
-    from madloop.config import COMPONENTS, CORE_FIELDS, _option_types
+# Every setting and component option, as a fresh process registers them (tests here register components of their own).
+OPTIONS = """
+from madloop.config import COMPONENTS, CORE_FIELDS, _option_types
+print(*CORE_FIELDS, *(o for reg in COMPONENTS.values() for n in reg.names() for o in _option_types(reg[n])))
+"""
 
+
+def test_help_lists_every_run_option_with_word_placeholders(tmp_path):
     run_help, sweep_help = madloop("run", "--help", cwd=tmp_path).stdout, madloop("sweep", "--help", cwd=tmp_path).stdout
-    options = {f"--{name.replace('_', '-')}" for name in CORE_FIELDS} - {"--accumulate"} | {"--accumulate / --replace"}
-    options |= {f"--{o.replace('_', '-')} " for reg in COMPONENTS.values() for n in reg.names() for o in _option_types(reg[n])}
+    names = subprocess.run([sys.executable, "-c", OPTIONS], capture_output=True, text=True, check=True).stdout.split()
+    options = {f"--{name.replace('_', '-')} " for name in names} - {"--accumulate "} | {"--accumulate / --replace"}
     for text in (run_help, sweep_help):
         missing = [o for o in options if o not in text]
         assert not missing, missing
