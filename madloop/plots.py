@@ -1,21 +1,24 @@
 """Figures from stored tables (never from re-running anything): metric and MAD ratio vs generation.
 
-Every curve is a mean over runs with its 95% confidence band; the dotted line of the same colour is
-the real-data floor (generation 0: a real sample of the same size measured the same way). The band of
-a quantity whose values are never negative (a distance, a trace) is the interval of the log of the mean,
-mean x exp(+-half / mean) (delta method), so that with few runs it never dips below zero.
+Every curve is a mean over runs with its 95% confidence band (``curve``); the dotted line of the same
+colour is the real-data floor (generation 0: a real sample of the same size measured the same way). In
+`madloop plot`'s figure the band of a quantity whose values are never negative (a distance, a trace) is
+the interval of the log of the mean, mean x exp(+-half / mean) (delta method), so that with few runs it
+never dips below zero. The studies (madloop/studies) draw their figures with the same pieces: ``curves``,
+``top_legend``, ``save`` (PNG and PDF).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from madloop import store  # noqa: E402
@@ -29,6 +32,9 @@ METRIC_LABELS = {
     "true_kl_rev": "KL(G^t ‖ p_r)", "true_mean_err": "‖μ_t − μ‖", "true_cov_err": "‖Σ_t − Σ‖_F",
     "precision": "precision (k-NN)", "recall": "recall (k-NN)",
 }
+# The studies' figures name a few metrics their own way (mathtext, and the k of the k-NN manifolds).
+STUDY_LABELS = {**METRIC_LABELS, "precision": "precision (k-NN, k = 3)", "recall": "recall (k-NN, k = 3)",
+                "true_w2": "$W_2(G^t, p_r)$, closed form", "true_mean_err": r"$\|\mu_t - \mu\|$"}
 
 
 def describe(result: Result) -> str:
@@ -57,6 +63,59 @@ def band(mean, half, positive: bool):
     return mean / spread, mean * spread
 
 
+def curve(ax, rows: pd.DataFrame, color: str, label: str | None = None, value: str = "mean",
+          positive: bool = False) -> None:
+    """One metric's mean over runs (``value="mean"``) or MAD ratio (``"mad_ratio"``) vs generation with its
+    95% band (``band``), from summary rows; the real-data floor of the mean (generation 0, where the rows
+    have one) is a dotted line of its colour."""
+    rows = rows.sort_values("gen")
+    gens = rows[rows.gen >= 1]
+    high = "ci_high" if value == "mean" else f"{value}_high"
+    ax.plot(gens.gen, gens[value], color=color, label=label)
+    ax.fill_between(gens.gen, *band(gens[value], gens[high] - gens[value], positive), color=color, alpha=0.25,
+                    linewidth=0)
+    floor = rows[rows.gen == 0]
+    if value == "mean" and len(floor):
+        ax.axhline(float(floor["mean"].iloc[0]), color=color, linestyle=":", linewidth=1.2)
+
+
+def curves(ax, summary: pd.DataFrame, hue: str, label: Callable[[Any], str] = str, value: str = "mean") -> None:
+    """``curve`` for each value of the column ``hue`` of one metric's summary rows, in colours C0, C1, ..."""
+    for i, (key, rows) in enumerate(summary.groupby(hue, sort=False)):
+        curve(ax, rows, f"C{i}", label(key), value)
+    ax.set_xlabel("generation t")
+    ax.grid(alpha=0.3)
+
+
+def floor_note(summary: pd.DataFrame) -> str:
+    """A title's note for the dotted floor lines, where the summary has any."""
+    return "  ··· real-data floor (generation 0)" if (summary.gen == 0).any() else ""
+
+
+def top_legend(fig, ax, under_title: bool = False, columns: int | None = None, fontsize: float | None = None) -> None:
+    """One legend of ``ax``'s lines across the top of the figure (under its title), in at most ``columns``
+    columns (default: one row), and the axes laid out below it."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955) if under_title else None,
+               ncol=min(len(labels), columns or len(labels)), frameon=False, fontsize=fontsize)
+    fig.tight_layout(rect=(0, 0, 1, 0.92 if under_title else 0.93))
+
+
+def save(fig, out: str | Path, name: str, tight: bool = True) -> list[Path]:
+    """The figure as ``out/name.png`` and ``.pdf`` (each written atomically), then closed; ``tight``: cropped
+    to what is drawn."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
+    try:
+        for p in paths:
+            store.atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=150, format=p.suffix[1:],
+                                                          bbox_inches="tight" if tight else None))
+    finally:
+        plt.close(fig)
+    return paths
+
+
 def plot(*runs: str | Path | Result, out: str | Path = "figures", labels: Sequence[str] | None = None,
          metrics: Sequence[str] | None = None, name: str = "summary", logy: bool = False) -> list[Path]:
     """Overlay runs (run directories, sweep folders, Results) in one figure, ``out/name.png`` and ``.pdf``.
@@ -83,16 +142,7 @@ def plot(*runs: str | Path | Result, out: str | Path = "figures", labels: Sequen
 def plot_runs(results: Sequence[Result], out: str | Path, labels: Sequence[str] | None = None,
               metrics: Sequence[str] | None = None, name: str = "summary", logy: bool = False) -> list[Path]:
     """``figure`` of the runs, written to ``out/name.png`` and ``.pdf`` (each atomically)."""
-    fig = figure(results, labels, metrics, logy)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
-    try:
-        for p in paths:
-            store.atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=150, format=p.suffix[1:]))
-    finally:
-        plt.close(fig)
-    return paths
+    return save(figure(results, labels, metrics, logy), out, name, tight=False)
 
 
 def figure(results: Sequence[Result], labels: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
@@ -126,19 +176,11 @@ def figure(results: Sequence[Result], labels: Sequence[str] | None = None, metri
         values = [r.table.value[r.table.metric == metric] for r in results]
         positive = all((v.dropna() >= 0).all() for v in values)  # never below zero: log bands
         for j, (s, label) in enumerate(zip(summaries, labels)):
-            color = f"C{j}"
-            df = s[s.metric == metric].sort_values("gen")
-            gens = df[df.gen >= 1]
-            top.plot(gens.gen, gens["mean"], color=color, label=label)
-            top.fill_between(gens.gen, *band(gens["mean"], gens.ci_high - gens["mean"], positive), color=color, alpha=0.25,
-                             linewidth=0)
-            floor = df[df.gen == 0]
-            if len(floor):
-                top.axhline(float(floor["mean"].iloc[0]), color=color, linestyle=":", linewidth=1.2)
+            color, rows = f"C{j}", s[s.metric == metric]
+            curve(top, rows, color, label, positive=positive)
+            gens = rows[rows.gen >= 1].sort_values("gen")
             if is_distance(metric):
-                bottom.plot(gens.gen, gens.mad_ratio, color=color)
-                bottom.fill_between(gens.gen, *band(gens.mad_ratio, gens.mad_ratio_high - gens.mad_ratio, positive),
-                                    color=color, alpha=0.25, linewidth=0)
+                curve(bottom, rows, color, value="mad_ratio", positive=positive)
             elif "median" in gens:
                 bottom.plot(gens.gen, gens["median"], color=color)
                 bottom.fill_between(gens.gen, gens.q05, gens.q95, color=color, alpha=0.15, linewidth=0)
@@ -157,7 +199,5 @@ def figure(results: Sequence[Result], labels: Sequence[str] | None = None, metri
         bottom.grid(alpha=0.3)
     has_floor = any((s.gen == 0).any() for s in summaries)
     axes[0, 0].set_ylabel("mean over runs (95% CI)" + ("\n··· real-data floor" if has_floor else ""))
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 3), frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    top_legend(fig, axes[0, 0], columns=3, fontsize=9)
     return fig

@@ -24,8 +24,8 @@ import pandas as pd
 
 from madloop.registry import MODELS
 from madloop.studies import Study, register
-from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save_with_top_legend, sweep,
-                                    write_table)
+from madloop.plots import STUDY_LABELS, curves, floor_note, save, top_legend
+from madloop.studies.common import LOOP_LABELS, columns_first, sweep, write_table
 
 NAME = "accumulate"
 FAMILIES = {
@@ -55,12 +55,13 @@ def plot(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
         axes[1, j].axhline(1.0, color="0.5", linewidth=0.8)
     for ax in axes[:-1].flat:
         ax.set_xlabel("")
-    axes[0, 0].set_ylabel(f"{LABELS.get(metric, metric)}\nmean over runs (95% CI)")
+    axes[0, 0].set_ylabel(f"{STUDY_LABELS.get(metric, metric)}\nmean over runs (95% CI)")
     axes[1, 0].set_ylabel("MAD ratio  E[d_t] / E[d_1] (95% CI)")
     first = table.iloc[0]
     fig.suptitle(f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth} new per generation, "
                  f"{int(first.n)} runs, same seeds{floor_note(table)}", fontsize=11)
-    return save_with_top_legend(fig, axes[0, 0], out, f"{NAME}-{family}")
+    top_legend(fig, axes[0, 0], under_title=True)
+    return save(fig, out, f"{NAME}-{family}")
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:

@@ -28,7 +28,8 @@ from scipy.special import digamma
 import madloop
 from madloop.runner import build
 from madloop.studies import Study, register
-from madloop.studies.common import save, write_table
+from madloop.plots import save
+from madloop.studies.common import write_table
 
 NAME = "gaussian-collapse"
 LABELS = {"trace": "tr Σ_t / tr Σ", "logdet": "log det Σ_t − log det Σ"}

@@ -27,8 +27,8 @@ from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.runner import build
 from madloop.studies import Study, register
-from madloop.studies.common import (LABELS, LOOP_LABELS, columns_first, curves, floor_note, save, save_with_top_legend,
-                                    sweep, write_table)
+from madloop.plots import STUDY_LABELS, curves, floor_note, save, top_legend
+from madloop.studies.common import LOOP_LABELS, columns_first, sweep, write_table
 
 NAME = "mad-bias"
 FAMILIES = {
@@ -70,7 +70,7 @@ def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
             curves(ax, table[(table.loop == loop) & (table.metric == metric)], "lam", lambda v: f"λ = {v:g}")
-            ax.set_title(f"{LABELS.get(metric, metric)}\n{LOOP_LABELS[loop]}", fontsize=10)
+            ax.set_title(f"{STUDY_LABELS.get(metric, metric)}\n{LOOP_LABELS[loop]}", fontsize=10)
             if metric in ("precision", "recall"):
                 ax.set_ylim(-0.03, 1.03)
     for ax in axes[:-1].flat:
@@ -78,7 +78,8 @@ def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
     first = table.iloc[0]
     fig.suptitle(f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs "
                  f"(mean, 95% CI){floor_note(table)}", fontsize=11)
-    return save_with_top_legend(fig, axes[0, 0], out, f"{NAME}-{family}")
+    top_legend(fig, axes[0, 0], under_title=True)
+    return save(fig, out, f"{NAME}-{family}")
 
 
 def plot_samples(samples: pd.DataFrame, family: str, out: Path) -> list[Path]:

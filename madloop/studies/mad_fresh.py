@@ -41,7 +41,8 @@ from madloop.registry import ALGOS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
 from madloop.studies import Study, register
-from madloop.studies.common import LABELS, columns_first, curves, save, sweep, write_table
+from madloop.plots import STUDY_LABELS, curves, save
+from madloop.studies.common import columns_first, sweep, write_table
 
 NAME = "mad-fresh"
 GAUSSIAN = dict(model="gaussian", data="gaussian", loop="fresh")
@@ -144,7 +145,7 @@ def plot_convergence(table: pd.DataFrame, out: Path) -> list[Path]:
                            label=f"model fitted from scratch to {n} real points")
         ax.set_title(f"λ = {lam:g}", fontsize=10)
         ax.set_yscale("log")
-    axes[0, 0].set_ylabel(f"{LABELS['true_w2']}\nmean over runs (95% CI)")
+    axes[0, 0].set_ylabel(f"{STUDY_LABELS['true_w2']}\nmean over runs (95% CI)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=9)
     fig.suptitle(f"Fresh data loop, Gaussian model: n_r = {n_r}, n_s = {n_s}, {int(conv.n.iloc[0])} runs; "
@@ -182,7 +183,7 @@ def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2") -> list[
     ticks = [0.01, 0.03, 0.1, 0.3, 1, 2]
     bar.set_ticks(np.log10(ticks), labels=[f"{t:g}" for t in ticks])
     bar.set_label("n_e / n_r   (black line: n_e = n_r)")
-    fig.suptitle(f"Fresh data loop, Gaussian model: effective sample size n_e / n_r (distance {LABELS[metric]}; "
+    fig.suptitle(f"Fresh data loop, Gaussian model: effective sample size n_e / n_r (distance {STUDY_LABELS[metric]}; "
                  f"{int(table.loc[table.part == 'loop', 'n'].iloc[0])} runs per cell)", fontsize=11, y=1.03)
     return save(fig, out, f"{NAME}-phase")
 
@@ -192,7 +193,7 @@ def plot_check(table: pd.DataFrame, out: Path) -> list[Path]:
     curve = table[table.part == "real-only"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.9))
     for i, (metric, df) in enumerate(curve.groupby("metric", sort=False)):
-        left.plot(df.n_real, df["mean"], color=f"C{i}", marker=".", label=LABELS.get(metric, metric))
+        left.plot(df.n_real, df["mean"], color=f"C{i}", marker=".", label=STUDY_LABELS.get(metric, metric))
         left.fill_between(df.n_real, df.ci_low, df.ci_high, color=f"C{i}", alpha=0.25, linewidth=0)
     left.set(xscale="log", yscale="log", xlabel="n (real points, model fitted from scratch)",
              ylabel="E[d(G, p_r)] (95% CI)", title=f"Real-only curves ({int(curve.n.iloc[0])} runs per n)")

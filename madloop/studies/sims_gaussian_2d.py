@@ -24,7 +24,8 @@ import pandas as pd
 
 from madloop.results import Result
 from madloop.studies import Study, register
-from madloop.studies.common import curves, save, sweep, write_table
+from madloop.plots import curves, save
+from madloop.studies.common import sweep, write_table
 
 NAME = "sims-gaussian-2d"
 BASE = dict(loop="augmentation", algo="sims", model="ddpm", data="gaussian", n_real=1000, n_eval=1000, n_ref=1000,
