@@ -24,8 +24,8 @@ import typer
 from typer.core import TyperCommand
 
 from madloop import __version__
-from madloop.config import COMPONENTS, CORE_FIELDS, PRESETS, RunConfig, _option_types, resolve, takes_tuple
-from madloop.errors import MadloopError
+from madloop.config import COMPONENTS, CORE_FIELDS, PRESETS, RunConfig, option_types, resolve, takes_tuple
+from madloop.errors import MadloopError, Stopped
 from madloop.registry import MODELS
 
 
@@ -57,9 +57,9 @@ def auto_jobs(cfg: RunConfig) -> tuple[int, str]:
     """The worker count for ``--jobs auto`` and why: all cores for a neural model (one with a ``device``
     option) or for work that one process needs more than SERIAL_UP_TO_S for, else one."""
     cores = os.cpu_count() or 1
-    if "device" in _option_types(MODELS[cfg.model]):
+    if "device" in option_types(MODELS[cfg.model]):
         return cores, f"{cfg.model} is a neural model"
-    seconds = cfg.runs * len(cfg.eval_gens()) * SECONDS_PER_RUN_GENERATION[cfg.path]
+    seconds = cfg.runs * cfg.eval_count() * SECONDS_PER_RUN_GENERATION[cfg.path]
     if seconds > SERIAL_UP_TO_S:
         return cores, f"about {seconds:.0f} s of work in one process"
     return 1, f"about {seconds:.2g} s of work: less than starting workers costs"
@@ -120,6 +120,8 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
+    if text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return float(text)  # as typer reads --lam nan: the checks then say "must be a finite number"
     if ";" in text:
         return tuple(parse_value(row) if "," in row else (parse_value(row),) for row in text.split(";"))
     if "," in text:
@@ -176,7 +178,7 @@ def _component_options(formatter) -> None:
             cls = registry[name]
             defaults = {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
             rows = [(f"--{option.replace('_', '-')} {_metavar(hint)}", f"[default: {_shown(defaults.get(option))}]")
-                    for option, hint in _option_types(cls).items()]
+                    for option, hint in option_types(cls).items()]
             with formatter.section(f"--{kind} {name}"):
                 if rows:
                     formatter.write_dl(rows)
@@ -466,6 +468,10 @@ def main() -> None:
     except (Interrupted, typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted: the run directory keeps what finished; continue with `madloop resume DIR`", err=True)
         sys.exit(130)
+    except Stopped as stop:  # SIGTERM: a scheduler's preemption
+        typer.echo(f"stopped by signal {stop.signum}: the run directory keeps what finished; continue with `madloop resume DIR`",
+                   err=True)
+        sys.exit(128 + stop.signum)
     except _usage_errors() as err:
         typer.echo(f"error: {getattr(err, 'format_message', err.__str__)()}", err=True)
         sys.exit(2)

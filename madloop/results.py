@@ -13,6 +13,7 @@ runs would not fit in a table); quantiles (median, 5%, 95%) come from the stored
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class Result:
 
     ``table``: tidy per-run rows (run, gen, metric, value, timing) of the stored runs; ``moments``:
     per-chunk sums over every run; ``convergence``: the per-chunk sums behind the convergence ratio.
+    ``incomplete``: None when every run's every generation is there, else what is missing (a run still
+    going, stopped, or damaged; `madloop resume` completes the first two).
     """
 
     path: Path
@@ -105,6 +108,7 @@ class Result:
     table: pd.DataFrame
     moments: pd.DataFrame
     convergence: pd.DataFrame
+    incomplete: str | None = None
 
     def summary(self) -> pd.DataFrame:
         return summarize(self.moments, self.table)
@@ -167,5 +171,11 @@ def load(path: str | Path):
     lost = [kind.file for kind in store.KINDS if store.is_finished(path) and not (path / kind.file).is_file()]
     if lost:
         raise MadloopError(f"{path} is a finished run without its {' and '.join(lost)}; run it again with --force to rebuild it")
-    return Result(path, RunConfig.from_dict(meta["config"]), store.read_table(path),
-                  store.read_table(path, store.MOMENTS), store.read_table(path, store.CONVERGENCE))
+    table, sums = store.read_table(path), store.read_table(path, store.MOMENTS)
+    incomplete = store.gaps(meta, sums, table)
+    if incomplete is not None:
+        state = "finished but damaged" if store.is_finished(path) else "not finished (madloop resume completes it)"
+        incomplete = f"{path} is {state}: {incomplete}"
+        warnings.warn(f"incomplete run: {incomplete}", stacklevel=2)
+    return Result(path, RunConfig.from_dict(meta["config"]), table, sums, store.read_table(path, store.CONVERGENCE),
+                  incomplete)

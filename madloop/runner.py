@@ -8,10 +8,16 @@ of workers. Components travel to the workers as objects
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import math
+import os
+import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,12 +26,12 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from madloop import store
-from madloop.config import RunConfig, build_data, resolve, validate
-from madloop.errors import MadloopError
+from madloop import exact_path, store
+from madloop.config import RunConfig, components, resolve, validate
+from madloop.errors import MadloopError, Stopped
 from madloop.loop import LoopState, generations
 from madloop.metrics import Evaluation
-from madloop.registry import ALGOS, METRICS, MODELS
+from madloop.registry import METRICS
 from madloop.results import CONVERGENCE_START, Result, load, moments
 from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams, generator
 
@@ -55,9 +61,6 @@ class Parts:
 
 def build(cfg: RunConfig) -> Parts:
     """The parts of a resolved configuration, on its path."""
-    from madloop import exact_path
-    from madloop.config import components
-
     built = components(cfg)
     parts = Parts(data=built["data"], points=built["data"], model=built["model"], algo=built["algo"],
                   metrics={name: METRICS[name] for name in cfg.metrics})
@@ -67,19 +70,66 @@ def build(cfg: RunConfig) -> Parts:
 SPLIT_RUNS = 100  # a run count up to this may be split inside its stream block (see chunks)
 
 
-def chunks(runs: int, jobs: int, split: bool = True) -> list[range]:
-    """Split runs 0..runs-1 into at most ``jobs`` contiguous chunks.
+def chunks(runs: int, jobs: int, split: bool = True, most: int | None = None) -> list[range]:
+    """Split runs 0..runs-1 into ``jobs`` contiguous chunks, or more when a chunk would exceed ``most`` runs.
 
     Chunks are whole stream blocks, except that with ``split`` up to SPLIT_RUNS runs (a diffusion model's
     few runs on a CPU) are shared evenly among the workers: a chunk that starts inside a block draws and
-    drops the block's earlier rows, which costs little at that size.
+    drops the block's earlier rows, which costs little at that size. ``most`` (whole blocks, at least one)
+    bounds a chunk's memory: the workers then take the chunks a few at a time.
     """
     if split and runs <= SPLIT_RUNS:
         bounds = np.linspace(0, runs, max(1, min(jobs, runs)) + 1).round().astype(int)
         return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     n_blocks = -(-runs // RUNS_PER_BLOCK)
-    bounds = np.linspace(0, n_blocks, min(jobs, n_blocks) + 1).round().astype(int)
+    n_chunks = max(jobs, -(-runs // most)) if most else jobs
+    bounds = np.linspace(0, n_blocks, min(n_chunks, n_blocks) + 1).round().astype(int)
     return [range(a * RUNS_PER_BLOCK, min(b * RUNS_PER_BLOCK, runs)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def chunk_limit(cfg: RunConfig, parts: Parts, workers: int) -> int:
+    """The most runs a chunk may hold so that ``workers`` chunks at once fit in half the free memory (whole
+    blocks); fails, with the estimate and what to change, when one block per worker or the table does not fit."""
+    free = available_memory()
+    per_run = run_bytes(cfg, parts)
+    most = int(free / 2 / max(workers, 1) / per_run) // RUNS_PER_BLOCK * RUNS_PER_BLOCK
+    block = min(cfg.runs, RUNS_PER_BLOCK)
+    if per_run * block * workers > free / 2:
+        raise MadloopError(f"one block of {block} runs needs about {_gb(per_run * block)} per worker ({workers} at once), "
+                           f"more than half of the {_gb(free)} of free memory; lower n_real, n_synth or n_eval, or --jobs")
+    stored = min(cfg.runs, cfg.store_runs) * (cfg.eval_count() + 1) * len(cfg.metrics) * TABLE_ROW_BYTES
+    if stored > free / 2:
+        raise MadloopError(f"the table of per-run rows would need about {_gb(stored)}, more than half of the {_gb(free)} of "
+                           f"free memory; keep fewer runs' rows with --store-runs (summaries still cover all {cfg.runs} runs)")
+    return max(most, RUNS_PER_BLOCK)
+
+
+TABLE_ROW_BYTES = 100  # one (run, gen, metric, value, timing) row in pandas, with its share of the metric names
+
+
+def run_bytes(cfg: RunConfig, parts: Parts) -> float:
+    """A generous estimate of one run's memory in a chunk: its data sets as float64 values, a few copies
+    of each while training and measuring (the exact Gaussian path keeps d x d statistics instead)."""
+    d = int(np.prod(parts.points.sample(1, RunRNG(cfg.seed, range(0, 1), 0, Role.REFERENCE)).x.shape[2:]))
+    if cfg.path == "exact":
+        return 16 * 8 * (d * d + d)
+    kept = cfg.gens if cfg.accumulate and cfg.budget is None else 1 + (cfg.budget or 0) // cfg.n_synth
+    return 4 * 8 * d * (2 * cfg.n_real + 2 * cfg.n_synth * kept + cfg.n_eval)
+
+
+def available_memory() -> float:
+    """Bytes of memory free for new work (MemAvailable on Linux; all physical memory elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:
@@ -122,31 +172,74 @@ class Checkpoint:
     late: dict[str, np.ndarray]  # per-run means over generations >= CONVERGENCE_START (convergence ratio)
 
 
+def uses_torch(parts: Parts) -> bool:
+    """Whether the model family runs on torch (its spec names a device); torch is imported only then."""
+    return hasattr(parts.model, "device")
+
+
 def gpu_count(parts: Parts) -> int:
     """GPUs the model family will use (0 on CPU): with several, each chunk of runs gets its own."""
-    if getattr(parts.model, "device", "cpu") not in ("cuda", "auto") or "torch" not in sys.modules:
+    if str(getattr(parts.model, "device", "cpu")) not in ("cuda", "auto"):
         return 0
-    torch = sys.modules["torch"]
+    import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
-              checkpoint_s: float = 30.0, gpu: int | None = None) -> None:
+              checkpoint_s: float = 30.0, gpu: int | None = None, parent: int | None = None) -> None:
     """All generations of one chunk of runs; each generation's results are stored as soon as they exist.
 
     The chunk saves a checkpoint at most every ``checkpoint_s`` seconds; a rerun continues from it.
     Generations after the checkpoint are recomputed exactly (keyed streams), overwriting their parts.
+    The worker holds the chunk's lock throughout; ``parent`` is the pid of the process that started it.
     """
-    if torch_threads is not None and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(torch_threads)
-    if gpu is not None:
-        sys.modules["torch"].cuda.set_device(gpu)  # "cuda" now means this worker's GPU
+    with store.chunk_locked(path, runs.start), orphan_watch(parent):
+        _run_chunk(cfg, parts, runs, path, threads, torch_threads, checkpoint_s, gpu)
+
+
+def orphan_watch(parent: int | None):
+    """In a worker process of ``parent``: exit within a second once that process has died (SIGKILL), so
+    no worker finishes a run on its own while a `madloop resume` runs. Elsewhere (the main process, dask
+    or ray workers on other machines) it does nothing."""
+    if parent is None or os.getpid() == parent or os.getppid() != parent:
+        return contextlib.nullcontext()
+    return _watching(parent)
+
+
+@contextlib.contextmanager
+def _watching(parent: int):
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                os._exit(1)  # its writes are atomic and its chunk lock dies with it
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
+               checkpoint_s: float, gpu: int | None) -> None:
+    if uses_torch(parts) or "torch" in sys.modules:
+        import torch
+
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        if gpu is not None:
+            torch.cuda.set_device(gpu)  # "cuda" now means this worker's GPU
     streams = Streams(cfg.seed, runs, cfg.runs)
-    eval_gens, points = set(cfg.eval_gens()), needs_points(parts)
+    points = needs_points(parts)
     reference = reference_sample(cfg, parts) if points else None
     run_ids = np.arange(runs.start, runs.stop)
     stored = run_ids < cfg.store_runs
-    n_late = sum(g >= CONVERGENCE_START for g in eval_gens)
+    n_late = cfg.eval_count(CONVERGENCE_START)
     ck = store.read_checkpoint(path, runs.start) or Checkpoint(None, {}, {})
 
     def record(gen, samples, model, train_s):
@@ -157,7 +250,7 @@ def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: in
             raise MadloopError(f"generation {gen}: run {runs[int(np.argmax(bad))]} (and {int(bad.sum()) - 1} more) "
                                "produced non-finite samples (the model diverged); recorded as metric 'failed'")
         start = time.perf_counter()
-        values = evaluate(cfg, parts, runs, gen, samples, model, reference, threads) if gen in eval_gens or gen == 0 else {}
+        values = evaluate(cfg, parts, runs, gen, samples, model, reference, threads) if cfg.evaluates(gen) or gen == 0 else {}
         eval_s = time.perf_counter() - start
         if gen == 1:
             ck.first.update(values)
@@ -179,8 +272,8 @@ def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: in
     for g in generations(cfg, parts, runs, ck.state):
         train_s = time.perf_counter() - clock
         samples = None
-        if g.gen in eval_gens and points:
-            samples = getattr(g.model, "sample_points", g.model.sample)(cfg.n_eval, streams.at(g.gen, Role.EVAL), cfg.lam).x
+        if cfg.evaluates(g.gen) and points:
+            samples = parts.sample_points(g.model, cfg.n_eval, streams.at(g.gen, Role.EVAL), cfg.lam).x
         record(g.gen, samples, g.model, train_s)
         if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:
             ck.state = g.state
@@ -203,67 +296,146 @@ def default_out(cfg: RunConfig) -> Path:
 def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, force: bool = False,
             on_progress: Callable[[int, int], None] | None = None, checkpoint_s: float = 30.0) -> Result:
     """Run a resolved configuration into a new run directory and return its Result."""
-    _check_jobs(jobs)
+    _check_jobs(jobs, checkpoint_s)
     parts = build(cfg)
+    check_device(parts)
     gpus = gpu_count(parts)
-    work = chunks(cfg.runs, max(jobs, gpus), split=not gpus)  # one worker per GPU at least
-    path = store.create(Path(out) if out is not None else default_out(cfg), cfg.to_dict(), [(r.start, r.stop) for r in work],
-                        force=force)
-    return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
+    workers = max(jobs, gpus)  # one worker per GPU at least
+    work = chunks(cfg.runs, workers, split=not gpus, most=chunk_limit(cfg, parts, min(workers, -(-cfg.runs // RUNS_PER_BLOCK))))
+    path = Path(out) if out is not None else default_out(cfg)
+    with store.claimed(path, cfg.to_dict(), [(r.start, r.stop) for r in work], force=force):
+        return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
 
 
 def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int], None] | None = None,
            checkpoint_s: float = 30.0) -> Result:
     """Continue an interrupted run from its chunks' last checkpoints; the table ends up as if never stopped."""
-    _check_jobs(jobs)
+    _check_jobs(jobs, checkpoint_s)
     path = Path(path)
-    meta = store.read_meta(path)
-    cfg = RunConfig.from_dict(meta["config"])
+    cfg = RunConfig.from_dict(store.read_meta(path)["config"])
     validate(cfg)
-    if store.is_finished(path):
-        return load(path)
-    return _drive(cfg, build(cfg), path, jobs, on_progress, checkpoint_s, "resume")
+    with store.locked(path):
+        if store.is_finished(path):
+            return load(path)
+        parts = build(cfg)
+        check_device(parts)
+        return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "resume")
 
 
-def _check_jobs(jobs: int) -> None:
+def _check_jobs(jobs: int, checkpoint_s: float) -> None:
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise MadloopError(f"jobs must be a positive integer, got {jobs!r}")
+    if not isinstance(checkpoint_s, (int, float)) or isinstance(checkpoint_s, bool) or not 0 <= checkpoint_s < math.inf:
+        raise MadloopError(f"checkpoint_s must be a number of seconds >= 0, got {checkpoint_s!r}")
+
+
+def check_device(parts: Parts) -> None:
+    """A model asked to run on a GPU that this machine does not have fails before anything is written."""
+    device = str(getattr(parts.model, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MadloopError(f"device '{device}' was asked for, but torch sees no CUDA GPU here "
+                               f"(torch {torch.__version__}); use --device cpu or --device auto")
+
+
+def unfinished(cfg: RunConfig, path: Path, work: list[range]) -> list[range]:
+    """The chunks still to run. A chunk whose recorded generations are not all on disk (a part file lost
+    or deleted) loses its checkpoint and end marker and runs again from generation 0, which redoes its
+    parts exactly (keyed streams)."""
+    todo = []
+    for r in work:
+        if store.chunk_done(path, r.start):
+            upto = cfg.gens
+        else:
+            ck = store.read_checkpoint(path, r.start)
+            upto = -1 if ck is None else ck.state.gen
+        present = store.part_gens(path, store.ROWS, r.start) & store.part_gens(path, store.MOMENTS, r.start)
+        if not set(range(upto + 1)) <= present:
+            lost = sorted(set(range(upto + 1)) - present)
+            store.log(path, f"chunk {r.start}: part files of generation(s) {', '.join(map(str, lost[:10]))} are missing; "
+                            "running the chunk again from generation 0")
+            store.forget_chunk(path, r.start)
+        if not store.chunk_done(path, r.start):
+            todo.append(r)
+    return todo
 
 
 def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, checkpoint_s: float, verb: str) -> Result:
-    """Run the unfinished chunks of a run directory, then gather its tables."""
-    with store.locked(path):
-        work = [range(a, b) for a, b in store.read_meta(path)["chunks"]]
-        todo = [r for r in work if not store.chunk_done(path, r.start)]
-        threads = max(1, jobs // max(len(todo), 1))  # each worker's share of the cores (torch, POT)
-        gpus = gpu_count(parts)
-        jobs = max(jobs, gpus)
-        store.log(path, f"{verb}: {cfg.runs} runs x {cfg.gens} generations, "
-                        f"{len(todo)} of {len(work)} chunks to run, jobs={jobs}")
-        total = len(work) * (cfg.gens + 1)
-        done = threading.Event()
-        watcher = threading.Thread(target=_watch, args=(path, total, done, on_progress), daemon=True) if on_progress else None
-        if watcher:
-            watcher.start()
-        try:
+    """Run the unfinished chunks of a run directory whose lock the caller holds, then gather its tables.
+
+    SIGTERM (a batch scheduler's preemption) stops the workers like Ctrl-C and leaves the directory
+    resumable; a worker whose main process was killed outright stops by itself (``orphan_watch``).
+    """
+    work = [range(a, b) for a, b in store.read_meta(path)["chunks"]]
+    (path / store.PARTS).mkdir(exist_ok=True)
+    store.check_chunks_free(path, [r.start for r in work])
+    store.drop_temporaries(path)
+    todo = unfinished(cfg, path, work)
+    threads = max(1, jobs // max(len(todo), 1))  # each worker's share of the cores (torch, POT)
+    gpus = gpu_count(parts)
+    jobs = max(jobs, gpus)
+    store.log(path, f"{verb}: {cfg.runs} runs x {cfg.gens} generations, {len(todo)} of {len(work)} chunks to run, jobs={jobs}")
+    total = len(work) * (cfg.gens + 1)
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(path, total, done, on_progress), daemon=True) if on_progress else None
+    if watcher:
+        watcher.start()
+    try:
+        with stop_on_sigterm():
             # Workers get an absolute path: a reused worker process may have another working directory.
             tasks = (delayed(run_chunk)(cfg, parts, r, path.absolute(), threads, threads if jobs > 1 else None, checkpoint_s,
-                                        work.index(r) % gpus if gpus > 1 else None) for r in todo)
+                                        work.index(r) % gpus if gpus > 1 else None, os.getpid()) for r in todo)
             Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks)  # loky, or the backend of joblib.parallel_config
-        except KeyboardInterrupt:
-            store.log(path, "interrupted; continue with: madloop resume " + str(path))
-            raise
-        except BaseException as err:
-            store.log(path, f"stopped: {type(err).__name__}: {err}")
-            raise
-        finally:
-            done.set()
-            if watcher:
-                watcher.join()
-        result = load(path)
-        store.finish(path, (result.table, result.moments, result.convergence), result.summary())
-        store.log(path, "finished")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = load(path)
+            if result.incomplete:  # never consolidate (and drop the parts of) a table with holes
+                raise MadloopError(f"{result.incomplete}; `madloop resume {path}` runs what is missing")
+            store.finish(path, (result.table, result.moments, result.convergence), result.summary())
+    except KeyboardInterrupt:
+        _try_log(path, "interrupted; continue with: madloop resume " + str(path))
+        raise
+    except OSError as err:
+        _try_log(path, f"stopped: {type(err).__name__}: {err}; continue with: madloop resume {path}")
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MadloopError(f"the disk holding {path} is full ({err}); free some space, then: madloop resume {path}") from None
+        raise
+    except BaseException as err:
+        _try_log(path, f"stopped: {type(err).__name__}: {err}; continue with: madloop resume {path}")
+        raise
+    finally:
+        done.set()
+        if watcher:
+            watcher.join()
+    store.log(path, "finished")
     return result
+
+
+def _try_log(path: Path, message: str) -> None:
+    """Log a stop; a full disk may refuse even that line, and the stop's own error matters more."""
+    try:
+        store.log(path, message)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Turn SIGTERM into a Stopped exception in the main thread while the block runs (elsewhere: nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _watch(path: Path, total: int, done: threading.Event, on_progress) -> None:

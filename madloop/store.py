@@ -7,11 +7,14 @@
     RUN_DIR/summary.csv          per (metric, gen): mean, standard error, 95% CI, MAD ratio, quantiles
     RUN_DIR/log.txt              what happened, with times
     RUN_DIR/parts/               while running: one file per (kind, chunk, generation), written atomically,
-                                 and each chunk's last checkpoint (state-*.pkl) for `madloop resume`
+                                 each chunk's last checkpoint (state-*.npz) for `madloop resume`, and
+                                 each chunk's lock (chunk-*.lock), held by the worker running it
+    RUN_DIR/.madloop             the marker: this folder is a madloop run directory
     RUN_DIR/.lock                held by the process writing the directory
 
 A killed run keeps every generation whose part files were written. ``value`` is deterministic;
-``train_s`` and ``eval_s`` are the wall seconds of that chunk's generation.
+``train_s`` and ``eval_s`` are the wall seconds of that chunk's generation. ``--force`` removes only
+the files named here, never other files a user keeps in the folder.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import errno
 import json
 import os
-import pickle
+import platform
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +35,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from madloop import snapshot
 from madloop.errors import MadloopError
 
 FORMAT = 1
-CONFIG, SUMMARY, LOG, PARTS, LOCK = "config.json", "summary.csv", "log.txt", "parts", ".lock"
+CONFIG, SUMMARY, LOG, PARTS, LOCK, MARKER = "config.json", "summary.csv", "log.txt", "parts", ".lock", ".madloop"
+FIGURES = ("figures/summary.png", "figures/summary.pdf")  # what a run writes into its figures folder
 
 
 @dataclass(frozen=True)
@@ -65,29 +72,94 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+MADLOOP_FILES = (CONFIG, SUMMARY, LOG, PARTS, MARKER, *(k.file for k in KINDS), *FIGURES)
+
+
 def is_run_dir(path: Path) -> bool:
-    return (path / CONFIG).is_file()
-
-
-def create(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *, force: bool = False) -> Path:
-    """Make a run directory holding the config and its chunks of runs; refuse one that holds a run unless ``force``."""
-    from madloop import __version__
-
+    """madloop's marker is there, or (a run written before the marker existed) a config.json madloop wrote."""
     path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    try:
+        meta = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and {"format", "config"} <= set(meta)
+
+
+def _check_target(path: Path, force: bool) -> None:
+    """Refuse an --out that is a file, holds a run (unless ``force``), or holds a user's files."""
     if path.exists() and not path.is_dir():
         raise MadloopError(f"output path {path} is a file, not a directory")
+    if not path.is_dir():
+        return
     if is_run_dir(path):
         if not force:
             raise MadloopError(f"{path} already holds a run; choose another --out or pass --force to replace it")
-        for name in (CONFIG, SUMMARY, LOG, PARTS, "figures", *(k.file for k in KINDS)):
-            target = path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    elif path.is_dir() and any(path.iterdir()) and not force:
+        return
+    if any(p.name != LOCK for p in path.iterdir()) and not force:
         raise MadloopError(f"{path} is not empty and holds no run; choose an empty or new --out, or pass --force")
-    (path / PARTS).mkdir(parents=True, exist_ok=True)
-    meta = {"madloop": __version__, "format": FORMAT, "created": _now(), "config": config, "chunks": chunks}
-    atomic_write(path / CONFIG, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
-    return path
+    clash = next((name for name in MADLOOP_FILES if (path / name).exists()), None)
+    if clash is not None:
+        raise MadloopError(f"{path} is not a madloop run but holds {clash}; --force never overwrites files madloop did "
+                           "not write: choose another --out")
+
+
+@contextlib.contextmanager
+def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *, force: bool = False):
+    """Make a run directory for ``config`` and its chunks of runs, and hold its lock while the block runs.
+
+    The lock is taken before anything is removed or written, so ``force`` on a directory that another
+    process is writing fails ("busy") and loses nothing. ``force`` replaces a finished or stopped run,
+    removing only madloop's own files; a folder that is not a run keeps every file in it.
+    """
+    from madloop import __version__
+
+    path = Path(path)
+    _check_target(path, force)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MadloopError(f"cannot create the run directory {path}: {err.strerror or err}") from None
+    with locked(path):
+        _check_target(path, force)  # again, now that no other madloop process can be writing it
+        meta = {"madloop": __version__, "format": FORMAT, "created": _now(), "environment": environment(),
+                "config": config, "chunks": chunks}
+        try:
+            for name in MADLOOP_FILES:
+                target = path / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            (path / PARTS).mkdir()
+            atomic_write(path / CONFIG, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+            atomic_write(path / MARKER, lambda tmp: tmp.write_text(json.dumps({"madloop": __version__, "format": FORMAT}) + "\n"))
+        except OSError as err:
+            raise MadloopError(f"cannot write the run directory {path}: {err.strerror or err}") from None
+        yield path
+
+
+def environment() -> dict[str, Any]:
+    """What can change a run's numbers beside its config: versions, the BLAS, the processor and GPU."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    env = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
+           "processor": _cpu_name(), "blas": sorted({f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()
+                                                     if i.get("user_api") == "blas"})}
+    torch = sys.modules.get("torch")  # only when this run imported it: importing torch costs seconds
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -96,6 +168,8 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise MadloopError(f"{path} is not a madloop run directory (no {CONFIG})")
     try:
         meta = json.loads((path / CONFIG).read_text())
+    except FileNotFoundError:
+        raise MadloopError(f"{path / CONFIG} is missing: the run directory is damaged") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MadloopError(f"{path / CONFIG} is corrupted: {err}") from None
     if not isinstance(meta, dict) or "config" not in meta:
@@ -140,6 +214,27 @@ def finish(path: Path, tables: Sequence[pd.DataFrame], summary: pd.DataFrame) ->
     atomic_write(path / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
 
 
+def gaps(meta: dict[str, Any], moments: pd.DataFrame, rows: pd.DataFrame) -> str | None:
+    """What a run's tables lack against its config (every chunk's generations 0..T, every stored run's
+    row per metric and generation), in words; None when they are complete."""
+    cfg, chunks = meta["config"], meta["chunks"]
+    have = set(zip(moments.chunk.astype(int), moments.gen.astype(int)))
+    # Metrics run at generations 1, every-th and T; generation 0 (the real-data floor) only where a metric
+    # measures samples.
+    gens = sorted({1, cfg["gens"], *range(1, cfg["gens"] + 1, cfg["every"]), *({0} & {g for _, g in have})})
+    missing = [(a, g) for a, _ in chunks for g in gens if (a, g) not in have]
+    if missing:
+        return (f"{len(missing)} of {len(chunks) * len(gens)} (chunk, generation) results are missing, "
+                f"the first: runs from {missing[0][0]}, generation {missing[0][1]}")
+    stored = min(cfg["runs"], cfg["store_runs"])
+    counts = rows[rows.metric != "failed"].groupby(["gen", "metric"]).size()
+    expected = moments[["gen", "metric"]].drop_duplicates()
+    short = [(g, m) for g, m in expected.itertuples(index=False) if counts.get((g, m), 0) != stored]
+    if short:
+        return f"{len(short)} (generation, metric) pairs lack per-run rows, the first: generation {short[0][0]}, {short[0][1]}"
+    return None
+
+
 def is_finished(path: Path) -> bool:
     return (Path(path) / SUMMARY).is_file() and not (Path(path) / PARTS).exists()
 
@@ -149,30 +244,49 @@ def chunk_done(path: Path, chunk: int) -> bool:
     return is_finished(path) or any((Path(path) / PARTS).glob(f"{CONVERGENCE.prefix}-r{chunk:08d}-*.parquet"))
 
 
+def part_gens(path: Path, kind: Kind, chunk: int) -> set[int]:
+    """The generations of one chunk that have a part file of this kind on disk."""
+    files = (Path(path) / PARTS).glob(f"{kind.prefix}-r{chunk:08d}-g*.parquet")
+    return {int(f.stem.rpartition("-g")[2]) for f in files}
+
+
+def checkpoint_file(path: Path, chunk: int) -> Path:
+    return Path(path) / PARTS / f"state-r{chunk:08d}.npz"
+
+
 def write_checkpoint(path: Path, chunk: int, checkpoint: Any) -> None:
-    atomic_write(Path(path) / PARTS / f"state-r{chunk:08d}.pkl", lambda tmp: tmp.write_bytes(pickle.dumps(checkpoint)))
+    """Save a chunk's loop state in a format that cannot run code when read (see snapshot.py)."""
+    data = snapshot.dumps(checkpoint)
+    atomic_write(checkpoint_file(path, chunk), lambda tmp: tmp.write_bytes(data))
 
 
 def read_checkpoint(path: Path, chunk: int) -> Any:
     """A chunk's last checkpoint, or None when it has none."""
-    file = Path(path) / PARTS / f"state-r{chunk:08d}.pkl"
+    file = checkpoint_file(path, chunk)
     if not file.is_file():
         return None
     try:
-        return pickle.loads(file.read_bytes())
+        return snapshot.loads(file.read_bytes())
     except Exception as err:  # a damaged checkpoint is never silently skipped
         raise MadloopError(f"checkpoint {file} is corrupted ({err}); delete it to rerun that chunk from the start") from None
 
 
+def forget_chunk(path: Path, chunk: int) -> None:
+    """Drop a chunk's checkpoint and end marker, so that it runs again from generation 0."""
+    checkpoint_file(path, chunk).unlink(missing_ok=True)
+    for f in (Path(path) / PARTS).glob(f"{CONVERGENCE.prefix}-r{chunk:08d}-*.parquet"):
+        f.unlink()
+
+
 @contextlib.contextmanager
-def locked(path: Path):
-    """Hold the run directory's lock: a second writer fails at once instead of mixing its rows in."""
-    with open(Path(path) / LOCK, "a+") as f:
+def _held(file: Path, what: str):
+    """Hold ``file``'s exclusive lock while the block runs; fail at once, naming the holder, if it is taken."""
+    with open(file, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise MadloopError(f"{path} is busy: another madloop process ({f.read().strip() or 'unknown pid'}) is writing it") from None
+            raise MadloopError(f"{what} is busy: another madloop process ({f.read().strip() or 'unknown pid'}) is writing it") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}")
@@ -181,6 +295,35 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def locked(path: Path):
+    """Hold the run directory's lock: a second writer fails at once instead of mixing its rows in."""
+    return _held(Path(path) / LOCK, str(path))
+
+
+def chunk_lock_file(path: Path, chunk: int) -> Path:
+    return Path(path) / PARTS / f"chunk-r{chunk:08d}.lock"
+
+
+def chunk_locked(path: Path, chunk: int):
+    """Held by the worker running a chunk, so that a worker left behind by a killed run is never run beside."""
+    return _held(chunk_lock_file(path, chunk), f"chunk {chunk} of {path}")
+
+
+def check_chunks_free(path: Path, chunks: Sequence[int]) -> None:
+    """Fail if a worker (of a killed run, say) still holds one of these chunks."""
+    for chunk in chunks:
+        if chunk_lock_file(path, chunk).exists():
+            with chunk_locked(path, chunk):
+                pass
+
+
+def drop_temporaries(path: Path) -> None:
+    """Remove the temporary files of writes that a killed process never finished."""
+    for folder in (Path(path), Path(path) / PARTS):
+        for f in folder.glob(".*.tmp"):
+            f.unlink(missing_ok=True)
 
 
 def log(path: Path, message: str) -> None:

@@ -32,7 +32,7 @@ def test_sigkill_mid_generation_then_resume_gives_the_uninterrupted_table(tmp_pa
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     parts = tmp_path / "killed" / store.PARTS
     deadline = time.time() + 120
-    while len(list(parts.glob("state-*.pkl"))) < 1 or len(list(parts.glob("moments-*"))) < 12:
+    while len(list(parts.glob("state-*.npz"))) < 1 or len(list(parts.glob("moments-*"))) < 12:
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers, wherever they are
