@@ -32,7 +32,7 @@ from madloop.metrics import Evaluation
 from madloop.models.exact import ExactGaussian, StatsData
 from madloop.rng import RunRNG
 from madloop.runner import build
-from madloop import truth_metrics
+from madloop.metrics import model as truth_metrics
 
 E1 = GaussianData()
 RESULTS = Path(__file__).with_name("RESULTS_gaussian.md")
@@ -153,7 +153,7 @@ def write(loops: list[dict], metrics: list[dict], load: tuple[float, float]) -> 
     for r in loops:
         target = "" if r["target"] is None else f"<= {r['target']:g} s: {'met' if r['seconds'] <= r['target'] else 'missed'}"
         lines.append(f"| {r['path']} | {r['runs']:,} | {r['gens']} | {r['n']:,} | {r['seconds']:.2f} | {target} |")
-    lines += ["", "Closed-form distances to the truth (madloop/truth_metrics.py), one generation, 2D:", "",
+    lines += ["", "Closed-form distances to the truth (madloop/metrics/model.py), one generation, 2D:", "",
               "| metric | runs | ms |", "|---|---:|---:|"]
     lines += [f"| {r['metric']} | {r['runs']:,} | {r['seconds'] * 1000:.1f} |" for r in metrics]
     RESULTS.write_text("\n".join(lines) + "\n")

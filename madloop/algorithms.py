@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from madloop.models.base import Model, ModelSpec
 from madloop.registry import ALGOS
-from madloop.rng import RunRNG
+from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
 
 register = ALGOS.register
@@ -19,4 +19,4 @@ class Standard:
 
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
         # Every algorithm fits its base with this same stream, so runs with one seed share G^1's base.
-        return spec.fit(data, rng.child("fit"))
+        return spec.fit(data, rng.child(Role.FIT))

@@ -24,8 +24,8 @@ from madloop.samples import Samples
 LOOPS: Registry = Registry("loop")
 
 
-def join(parts: list) -> Samples:
-    """Pool training data: samples, or the sufficient statistics of the exact Gaussian path."""
+def join(parts: list):
+    """Pool training sets through their own type's ``concat`` (Samples, or whatever a data source draws)."""
     return type(parts[0]).concat(parts)
 
 

@@ -16,6 +16,9 @@ def cli(monkeypatch, capsys, *args):
 
 
 BAD = [
+    (["--data", "mixture", "--model", "gmm", "--model.k", "50", "--n-real", "20"], "model 'gmm' needs at least 50 training points"),
+    (["--n-real", "1"], "model 'gaussian' needs at least 2 training points per run; the smallest training set here has 1"),
+    (["--n-synth", "1", "--budget", "1", "--accumulate"], "the smallest training set here has 1"),
     (["--loop", "spiral"], "unknown loop 'spiral'; choose from: augmentation, fresh, fully_synthetic"),
     (["--loop", "fully-synthetic"], "unknown loop 'fully-synthetic' (did you mean 'fully_synthetic'?); choose from:"),
     (["--model", "vae"], "unknown model 'vae'; choose from:"),
@@ -148,7 +151,7 @@ def test_bad_run_directories_and_files(monkeypatch, capsys, tmp_path):
     assert cli(monkeypatch, capsys, *run, "--out", "c")[0] == 0
     (tmp_path / "c" / "summary.csv").unlink()
     (tmp_path / "c" / store.PARTS).mkdir()
-    (tmp_path / "c" / store.PARTS / "state-r00000000.pkl").write_bytes(b"garbage")
+    (tmp_path / "c" / store.PARTS / "state-r00000000.npz").write_bytes(b"garbage")
     code, err = cli(monkeypatch, capsys, "resume", "c", "--no-progress")
     assert code == 2 and "checkpoint" in err and "corrupted" in err and "delete it" in err
     # Not a run at all.

@@ -72,8 +72,8 @@ def test_version_and_python_dash_m(tmp_path):
 
 # Every setting and component option, as a fresh process registers them (tests here register components of their own).
 OPTIONS = """
-from madloop.config import COMPONENTS, CORE_FIELDS, _option_types
-print(*CORE_FIELDS, *(o for reg in COMPONENTS.values() for n in reg.names() for o in _option_types(reg[n])))
+from madloop.config import COMPONENTS, CORE_FIELDS, option_types
+print(*CORE_FIELDS, *(o for reg in COMPONENTS.values() for n in reg.names() for o in option_types(reg[n])))
 """
 
 

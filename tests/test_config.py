@@ -137,3 +137,13 @@ def test_the_exact_path_swaps_in_its_parts_in_one_place():
     model = plain.model.fit(plain.data.sample(30, RunRNG(0, range(3), 1, "real")), RunRNG(0, range(3), 1, "train"))
     drawn = plain.sample_points(model, 5, RunRNG(0, range(3), 1, "eval"), 1.0).x
     assert plain.data is plain.points and np.array_equal(drawn, model.sample(5, RunRNG(0, range(3), 1, "eval"), 1.0).x)
+
+
+def test_metric_generations_are_counted_without_listing_them():
+    for gens, every in [(10, 4), (3, 1), (50, 7), (1, 1), (22, 5), (21, 20)]:
+        cfg = resolve(dict(gens=gens, every=every))
+        assert [g for g in range(gens + 2) if cfg.evaluates(g)] == cfg.eval_gens()
+        for start in (1, 2, 5, 20, 21, 60):
+            assert cfg.eval_count(start) == sum(g >= start for g in cfg.eval_gens())
+    huge = resolve(dict(gens=10**15, every=3))  # listing these would never end
+    assert huge.eval_count() == (10**15 - 1) // 3 + 1 and huge.evaluates(10**15) and not huge.evaluates(3)

@@ -1,4 +1,4 @@
-"""The exact Gaussian path (models/exact.py) and the closed-form distances to the truth (truth_metrics.py).
+"""The exact Gaussian path (models/exact.py) and the closed-form distances to the truth (metrics/model.py).
 
 Symbols: n points per generation, d dimensions, lam the sampling bias, Sigma_t the fitted covariance.
 """
@@ -10,11 +10,12 @@ from scipy.special import digamma, polygamma
 
 import madloop
 from madloop.data import GaussianData, MixtureData
-from madloop.metrics import Evaluation, gaussian_w2
+from madloop.gaussian import gaussian_w2
+from madloop.metrics import Evaluation
 from madloop.models.exact import ExactGaussian, Stats, StatsData, StatsModel, draw_stats, psd_cholesky
 from madloop.rng import RUNS_PER_BLOCK, RunRNG
 from madloop.runner import build
-from madloop.truth_metrics import true_cov_err, true_kl, true_kl_rev, true_mean_err, true_w2
+from madloop.metrics.model import true_cov_err, true_kl, true_kl_rev, true_mean_err, true_w2
 
 E1 = GaussianData()  # SPEC E1's p_r = N(0, [[2, 1], [1, 2]])
 TRUTH_3D = GaussianData(mean=(1.0, -1.0, 0.5), cov=((2.0, 0.5, 0.0), (0.5, 1.0, 0.3), (0.0, 0.3, 0.5)))

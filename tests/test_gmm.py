@@ -103,4 +103,5 @@ def test_more_components_than_points_is_one_clear_error(monkeypatch, capsys, tmp
     with pytest.raises(SystemExit) as exit_:
         main()
     err = capsys.readouterr().err.splitlines()
-    assert exit_.value.code == 2 and err[-1].startswith("error: gmm with k=50") and "Traceback" not in "\n".join(err)
+    assert exit_.value.code == 2 and err[-1].startswith("error: model 'gmm' needs at least 50 training points")
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "out").exists()  # refused before anything is written

@@ -94,7 +94,7 @@ def test_built_in_metrics_say_what_they_measure():
     assert [METRICS[name].model for name in built_in] == [False] * 7 + [True] * 7
     assert all(METRICS[name].batched and METRICS[name].name == name for name in built_in)
     # A MAD ratio E[d_t] / E[d_1] is for distances to p_r, not for the covariance's trace or log-determinant.
-    assert [name for name in built_in if not METRICS[name].distance] == ["model_trace", "model_logdet"]
+    assert [name for name in built_in if not METRICS[name].distance] == ["precision", "recall", "model_trace", "model_logdet"]
 
 
 def test_the_three_covariance_factors_and_the_fit():

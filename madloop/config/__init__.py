@@ -9,7 +9,6 @@ from madloop.config.presets import IMPLIED, PRESETS
 from madloop.config.resolution import COMPONENTS, build_data, components, option_types, resolve, takes_tuple, validate
 from madloop.config.schema import CORE_FIELDS, RunConfig, read_config_file
 
-_option_types = option_types  # the name madloop.cli imports
 
 __all__ = ["COMPONENTS", "CORE_FIELDS", "IMPLIED", "PRESETS", "RunConfig", "build_data", "components", "option_types",
            "read_config_file", "resolve", "takes_tuple", "validate"]

@@ -76,7 +76,7 @@ def resolve(settings: Mapping[str, Any] = (), *, preset: str | None = None,
         cfg = dataclasses.replace(cfg, path="exact" if exact_path.applies(cfg) else "samples")
     if "metrics" not in given:
         cfg = dataclasses.replace(cfg, metrics=DEFAULT_METRICS.get(cfg.path, cfg.metrics))
-    _check(cfg, built["data"])
+    _check(cfg, built)
     return cfg
 
 
@@ -84,7 +84,15 @@ def validate(cfg: RunConfig) -> None:
     """Raise MadloopError, naming the problem and the valid choices, for any invalid setting."""
     for name, hint in CORE_TYPES.items():
         strict(name, getattr(cfg, name), hint)
-    _check(cfg, components(cfg)["data"])
+    _check(cfg, components(cfg))
+
+
+def smallest_training_set(cfg: RunConfig) -> int:
+    """The fewest points a generation trains on: D_r at t = 1; S^(t-1) alone (cut to the budget) in the fully
+    synthetic loop; the other loops add real data to S^(t-1)."""
+    if cfg.loop != "fully_synthetic" or cfg.gens == 1:
+        return cfg.n_real
+    return min(cfg.n_real, cfg.n_synth, cfg.budget or cfg.n_synth)
 
 
 def components(cfg: RunConfig) -> dict[str, Any]:
@@ -178,8 +186,8 @@ def type_name(hint: Any, plural: bool = False) -> str:
     return WORDS[hint][plural] if hint in WORDS else getattr(hint, "__name__", str(hint))
 
 
-def _check(cfg: RunConfig, data) -> None:
-    """The settings' values and how they go together; ``data`` is the built data source."""
+def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
+    """The settings' values and how they go together; ``built``: the components (``components``)."""
     LOOPS[cfg.loop]  # raises with the valid choices
     for name in cfg.metrics:
         METRICS[name]
@@ -207,7 +215,11 @@ def _check(cfg: RunConfig, data) -> None:
         raise MadloopError(f"path must be auto, exact or samples, got '{cfg.path}'")
     if cfg.path == "exact" and not exact_path.applies(cfg):
         raise MadloopError("path 'exact' needs model gaussian, data gaussian, algo standard and no budget")
-    size = getattr(data, "size", None)
+    need = getattr(built["model"], "min_points", None)
+    if need is not None and smallest_training_set(cfg) < need:
+        raise MadloopError(f"model '{cfg.model}' needs at least {need} training points per run; the smallest training "
+                           f"set here has {smallest_training_set(cfg)} (raise n_real or n_synth, or change the model's options)")
+    size = getattr(built["data"], "size", None)
     for name in ("n_real", "n_ref", "n_eval"):
         if size is not None and getattr(cfg, name) > size:
             raise MadloopError(f"{name}={getattr(cfg, name)} exceeds the {size} points of the data source")

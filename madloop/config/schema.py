@@ -81,6 +81,15 @@ class RunConfig:
         """Generations at which metrics are computed: every ``every``-th, plus the first and the last."""
         return sorted({1, self.gens, *range(1, self.gens + 1, self.every)})
 
+    def evaluates(self, gen: int) -> bool:
+        """Whether metrics are computed at generation ``gen`` (without listing them: gens may be huge)."""
+        return gen == self.gens or gen in range(1, self.gens + 1, self.every)
+
+    def eval_count(self, start: int = 1) -> int:
+        """How many of the generations ``eval_gens`` lists are >= start, counted without listing them."""
+        steps = range(1, self.gens + 1, self.every)
+        return len(steps[max(0, -(-(start - 1) // self.every)):]) + (self.gens not in steps and self.gens >= start)
+
 
 OPTION_TABLES = ("data_options", "model_options", "algo_options")
 CORE_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - set(OPTION_TABLES)

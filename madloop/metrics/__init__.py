@@ -13,9 +13,4 @@ Users add their own with ``@madloop.metric("name")`` on a plain function
 from madloop.metrics.base import Evaluation, Metric, register
 from madloop.metrics import model, sample  # noqa: E402,F401  (registers the built-in metrics)
 
-# Old import paths that tests/test_exact.py and tests/test_precision_recall.py still use: delete these two
-# lines once they import madloop.gaussian.gaussian_w2 and madloop.metrics.sample.knn_radius2.
-from madloop.gaussian import gaussian_w2  # noqa: E402,F401
-from madloop.metrics.sample import knn_radius2  # noqa: E402,F401
-
 __all__ = ["Evaluation", "Metric", "register"]

@@ -129,7 +129,7 @@ def _by_slices_of_runs(ev: Evaluation, fn: Callable[[np.ndarray], np.ndarray]) -
     return np.concatenate([fn(x[i : i + step]) for i in range(0, len(x), step)])
 
 
-@register("precision", batched=True)
+@register("precision", batched=True, distance=False)  # a share of samples: higher is better, no MAD ratio
 def precision(ev: Evaluation) -> np.ndarray:
     """Share of generated samples inside the reference's k-NN manifold (k = 3; its radii are shared by all runs)."""
     ref = ev.reference_points
@@ -137,7 +137,7 @@ def precision(ev: Evaluation) -> np.ndarray:
     return _by_slices_of_runs(ev, lambda x: coverage(x, ref, radius2))
 
 
-@register("recall", batched=True)
+@register("recall", batched=True, distance=False)
 def recall(ev: Evaluation) -> np.ndarray:
     """Share of reference points inside each run's k-NN manifold of its generated samples (k = 3)."""
     ref = ev.reference_points

@@ -38,6 +38,7 @@ class Gaussian:
     """Maximum-likelihood fit (covariance divides by n); ``unbiased=True`` divides by n - 1."""
 
     unbiased: bool = False
+    min_points = 2  # the fewest training points per run whose covariance is not zero
 
     def fit(self, data: Samples, rng: RunRNG) -> GaussianModel:
         if len(data.item_shape) != 1:
