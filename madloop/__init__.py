@@ -27,7 +27,7 @@ from madloop.samples import Samples  # noqa: E402
 metric = metrics.register
 
 # Imported on first use, so that `import madloop` (and `madloop --help`) loads no pandas, joblib or matplotlib.
-LAZY = {"Result": "madloop.results", "load": "madloop.results", "execute": "madloop.runner", "run": "madloop.runner",
+LAZY = {"Result": "madloop.results", "execute": "madloop.runner", "run": "madloop.runner",
         "sweep": "madloop.sweep", "plot": "madloop.plots"}
 
 
@@ -47,6 +47,15 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+
+def load(path: str | Path):
+    """Reopen a run directory (a Result, finished or not) or a sweep folder (a SweepResult)."""
+    from madloop.results import load as load_run
+    from madloop.sweep import SWEEP, load_sweep
+
+    path = Path(path)
+    return load_sweep(path) if (path / SWEEP).is_file() else load_run(path)
 
 
 def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_progress=None):

@@ -5,10 +5,10 @@ E[d_1], with the window W = 20 unless given) are ratios of means over runs (SPEC
 use the delta method on the paired per-run values; the CI of a mean uses Student's t. Both ratios are
 reported only for distances to p_r (``is_distance``): a ratio of log-determinants means nothing.
 
-Every chunk of runs reduces its values to *moments* (counts, sums, sums of squares and products with
-generation 1) as it goes, and all figures of merit come from the moments summed over chunks. So a
-summary covers every run even when only the first ``store_runs`` runs keep per-run rows (a million
-runs would not fit in a table); quantiles (median, 5%, 95%) come from the stored rows.
+Every chunk of runs reduces its values to sums (counts, sums, sums of squares and products with
+generation 1; written by madloop.measure into moments.parquet) as it goes, and all figures of merit come
+from those sums added over chunks. So a summary covers every run even when only the first ``store_runs``
+runs keep per-run rows (a million runs would not fit in a table); quantiles (median, 5%, 95%) come from the stored rows.
 """
 
 from __future__ import annotations
@@ -24,28 +24,14 @@ from scipy import stats
 from madloop import store
 from madloop.config import RunConfig
 from madloop.errors import MadloopError
+from madloop.measure import CONVERGENCE_START, PAIR, SUMS, sums
 from madloop.registry import METRICS
-
-CONVERGENCE_START = 20  # the default window W: generations t >= W enter the convergence ratio
-PAIR = ["np", "sa", "sb", "saa", "sbb", "sab"]
-MOMENTS = ["n", "s1", "s2", *PAIR]
 
 
 def is_distance(metric: str) -> bool:
     """Whether a metric is a distance to p_r (its registered ``distance`` flag), so that its MAD and
     convergence ratios mean something; a metric not registered in this process counts as one."""
     return getattr(METRICS[metric], "distance", True) if metric in METRICS else True
-
-
-def moments(values: np.ndarray, first: np.ndarray | None) -> dict[str, float]:
-    """Sufficient sums of a metric's values over some runs, paired with their generation-1 values."""
-    v = values[np.isfinite(values)]
-    out = dict(n=len(v), s1=v.sum(), s2=(v**2).sum())
-    if first is None:
-        return {**out, **dict.fromkeys(PAIR, 0.0)}
-    ok = np.isfinite(values) & np.isfinite(first)
-    a, b = values[ok], first[ok]
-    return {**out, **dict(np=ok.sum(), sa=a.sum(), sb=b.sum(), saa=(a * a).sum(), sbb=(b * b).sum(), sab=(a * b).sum())}
 
 
 def mean_ci(m) -> tuple[float, float, float]:
@@ -75,10 +61,10 @@ def ratio_ci(m) -> tuple[float, float]:
 def summarize(moment_rows: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (metric, gen): n, mean, sem, 95% CI, MAD ratio with its CI, and quantiles of stored runs.
 
-    ``moment_rows`` has columns metric, gen and MOMENTS (any number of rows per pair: they are summed).
+    ``moment_rows`` has columns metric, gen and SUMS (any number of rows per pair: they are summed).
     Generation 0 is the real-data floor; the MAD ratio is relative to generation 1.
     """
-    total = moment_rows.groupby(["metric", "gen"], sort=True)[MOMENTS].sum().reset_index()
+    total = moment_rows.groupby(["metric", "gen"], sort=True)[SUMS].sum().reset_index()
     rows = []
     for m in total.to_dict("records"):
         mean, sem, half = mean_ci(m)
@@ -139,7 +125,7 @@ class Result:
         if not late or 1 not in values.columns:
             return np.nan, np.nan
         # As the runner sums them: each run's mean over the late generations, paired with its generation 1.
-        return ratio_ci(moments(values[late].mean(axis=1, skipna=False).to_numpy(), values[1].to_numpy()))
+        return ratio_ci(sums(values[late].mean(axis=1, skipna=False).to_numpy(), values[1].to_numpy()))
 
     def headline(self, window: int | None = None) -> pd.DataFrame:
         """Per metric: the real-data floor, E[d_1], E[d_T], and for distances the MAD ratio r_T and the
@@ -161,21 +147,17 @@ class Result:
 
 
 def load(path: str | Path):
-    """Reopen a run directory (finished or not) as a Result, or a sweep folder as a SweepResult."""
-    from madloop.sweep import SWEEP, load_sweep  # sweep builds on this module
-
+    """Reopen a run directory (finished or not) as a Result (``madloop.load`` opens sweep folders too)."""
     path = Path(path)
-    if (path / SWEEP).is_file():
-        return load_sweep(path)
     meta = store.read_meta(path)
     lost = [kind.file for kind in store.KINDS if store.is_finished(path) and not (path / kind.file).is_file()]
     if lost:
         raise MadloopError(f"{path} is a finished run without its {' and '.join(lost)}; run it again with --force to rebuild it")
-    table, sums = store.read_table(path), store.read_table(path, store.MOMENTS)
-    incomplete = store.gaps(meta, sums, table)
+    table, totals = store.read_table(path), store.read_table(path, store.MOMENTS)
+    incomplete = store.gaps(meta, totals, table)
     if incomplete is not None:
         state = "finished but damaged" if store.is_finished(path) else "not finished (madloop resume completes it)"
         incomplete = f"{path} is {state}: {incomplete}"
         warnings.warn(f"incomplete run: {incomplete}", stacklevel=2)
-    return Result(path, RunConfig.from_dict(meta["config"]), table, sums, store.read_table(path, store.CONVERGENCE),
+    return Result(path, RunConfig.from_dict(meta["config"]), table, totals, store.read_table(path, store.CONVERGENCE),
                   incomplete)

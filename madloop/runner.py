@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 from joblib import Parallel, delayed
 
 from madloop import exact_path, store
 from madloop.config import RunConfig, components, resolve, validate
 from madloop.errors import MadloopError, Stopped
 from madloop.loop import LoopState, generations
-from madloop.metrics import Evaluation
+from madloop.measure import Diverged, Measure, Tally
 from madloop.registry import METRICS
-from madloop.results import CONVERGENCE_START, Result, load, moments
-from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams, generator
+from madloop.results import Result, load
+from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams
 
 
 def own_points(model, n: int, rng: RunRNG, lam: float):
@@ -132,44 +131,13 @@ def _gb(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def reference_sample(cfg: RunConfig, parts: Parts) -> np.ndarray:
-    """The n_ref real points that every run is measured against (one shared stream)."""
-    return parts.points.sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, Role.REFERENCE)).x[0]
-
-
-def needs_points(parts: Parts) -> bool:
-    return any(not m.model for m in parts.metrics.values())
-
-
-def nonfinite_runs(samples: np.ndarray | None) -> np.ndarray:
-    """Which runs' samples hold NaN or inf (a diverged model)."""
-    if samples is None:
-        return np.zeros(0, dtype=bool)
-    return ~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
-
-
-def evaluate(cfg: RunConfig, parts: Parts, runs: range, gen: int, samples: np.ndarray | None, model, reference,
-             threads: int) -> dict[str, np.ndarray]:
-    """Every metric's values (one per run) for one generation of a chunk."""
-    values = {}
-    for name, metric in parts.metrics.items():
-        if model is None and metric.model:
-            continue
-        ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, Role.metric(name)), threads,
-                        getattr(parts.points, "truth", None))
-        values[name] = np.asarray(metric(ev), dtype=float)
-        if values[name].shape != (len(runs),):
-            raise MadloopError(f"metric '{name}' returned shape {values[name].shape}, expected one value per run ({len(runs)})")
-    return values
-
-
 @dataclass
 class Checkpoint:
-    """What a chunk needs to continue after generation ``state.gen``: the loop state and the running sums."""
+    """What a chunk needs to continue after generation ``state.gen``: the loop state and the measurements'
+    per-run values that later generations need."""
 
     state: LoopState
-    first: dict[str, np.ndarray]  # generation-1 values, the MAD ratio's denominators
-    late: dict[str, np.ndarray]  # per-run means over generations >= CONVERGENCE_START (convergence ratio)
+    tally: Tally
 
 
 def uses_torch(parts: Parts) -> bool:
@@ -235,44 +203,26 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
         if gpu is not None:
             torch.cuda.set_device(gpu)  # "cuda" now means this worker's GPU
     streams = Streams(cfg.seed, runs, cfg.runs)
-    points = needs_points(parts)
-    reference = reference_sample(cfg, parts) if points else None
-    run_ids = np.arange(runs.start, runs.stop)
-    stored = run_ids < cfg.store_runs
-    n_late = cfg.eval_count(CONVERGENCE_START)
-    ck = store.read_checkpoint(path, runs.start) or Checkpoint(None, {}, {})
+    ck = store.read_checkpoint(path, runs.start) or Checkpoint(None, Tally())
+    measure = Measure(cfg, parts, runs, threads, ck.tally)
 
     def record(gen, samples, model, train_s):
-        bad = nonfinite_runs(samples)
-        if bad.any():
-            failed = pd.DataFrame({"run": run_ids[bad], "gen": gen, "metric": "failed", "value": np.nan})
-            store.append(path, store.ROWS, runs.start, gen, failed.assign(train_s=train_s, eval_s=0.0))
-            raise MadloopError(f"generation {gen}: run {runs[int(np.argmax(bad))]} (and {int(bad.sum()) - 1} more) "
-                               "produced non-finite samples (the model diverged); recorded as metric 'failed'")
-        start = time.perf_counter()
-        values = evaluate(cfg, parts, runs, gen, samples, model, reference, threads) if cfg.evaluates(gen) or gen == 0 else {}
-        eval_s = time.perf_counter() - start
-        if gen == 1:
-            ck.first.update(values)
-        if gen >= CONVERGENCE_START:
-            for name, v in values.items():
-                ck.late[name] = ck.late.get(name, 0.0) + v / n_late
-        rows = [pd.DataFrame({"run": run_ids[stored], "gen": gen, "metric": name, "value": v[stored]})
-                for name, v in values.items()]
-        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run", "gen", "metric", "value"])
-        store.append(path, store.ROWS, runs.start, gen, table.assign(train_s=train_s, eval_s=eval_s))
-        sums = [dict(chunk=runs.start, gen=gen, metric=name, **moments(v, ck.first.get(name) if gen >= 1 else None))
-                for name, v in values.items()]
-        store.append(path, store.MOMENTS, runs.start, gen, pd.DataFrame(sums, columns=list(store.MOMENTS.columns)))
+        try:
+            rows, sums = measure.generation(gen, samples, model, train_s)
+        except Diverged as err:
+            store.append(path, store.ROWS, runs.start, gen, err.rows)
+            raise
+        store.append(path, store.ROWS, runs.start, gen, rows)
+        store.append(path, store.MOMENTS, runs.start, gen, sums)
 
     if ck.state is None:
         # Generation 0: a real sample of the evaluation size, the floor of every sample metric.
-        record(0, parts.points.sample(cfg.n_eval, streams.at(0, Role.EVAL)).x if points else None, None, 0.0)
+        record(0, parts.points.sample(cfg.n_eval, streams.at(0, Role.EVAL)).x if measure.points else None, None, 0.0)
     clock = saved = time.perf_counter()
     for g in generations(cfg, parts, runs, ck.state):
         train_s = time.perf_counter() - clock
         samples = None
-        if cfg.evaluates(g.gen) and points:
+        if cfg.evaluates(g.gen) and measure.points:
             samples = parts.sample_points(g.model, cfg.n_eval, streams.at(g.gen, Role.EVAL), cfg.lam).x
         record(g.gen, samples, g.model, train_s)
         if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:
@@ -280,8 +230,7 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
             store.write_checkpoint(path, runs.start, ck)
             saved = time.perf_counter()
         clock = time.perf_counter()
-    conv = [dict(chunk=runs.start, metric=name, **moments(v, ck.first[name])) for name, v in ck.late.items()]
-    store.append(path, store.CONVERGENCE, runs.start, cfg.gens, pd.DataFrame(conv, columns=list(store.CONVERGENCE.columns)))
+    store.append(path, store.CONVERGENCE, runs.start, cfg.gens, measure.convergence())
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -396,6 +345,9 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
             store.finish(path, (result.table, result.moments, result.convergence), result.summary())
     except KeyboardInterrupt:
         _try_log(path, "interrupted; continue with: madloop resume " + str(path))
+        raise
+    except MadloopError as err:  # a diverged model or bad input: a resume would stop at the same place
+        _try_log(path, f"stopped: {err}")
         raise
     except OSError as err:
         _try_log(path, f"stopped: {type(err).__name__}: {err}; continue with: madloop resume {path}")

@@ -10,7 +10,7 @@ import madloop
 from madloop.cli import main
 from madloop.errors import MadloopError
 from madloop.plots import band, figure, plot_runs
-from madloop.results import MOMENTS
+from madloop.measure import SUMS
 
 TINY = dict(gens=3, n_real=20, n_synth=20, n_eval=30, n_ref=30, path="samples", jobs=1)
 
@@ -79,8 +79,8 @@ def test_a_run_without_moments_is_refused_by_name(monkeypatch, capsys, tmp_path)
 
 
 def no_finite_value(moments):
-    """The sums of runs whose every value was NaN or inf: they count no value (results.moments)."""
-    return moments.assign(**dict.fromkeys(MOMENTS, 0.0))
+    """The sums of runs whose every value was NaN or inf: they count no value (measure.sums)."""
+    return moments.assign(**dict.fromkeys(SUMS, 0.0))
 
 
 def test_a_metric_that_is_nan_everywhere_draws_no_figure(monkeypatch, capsys, tmp_path, two_runs):

@@ -113,7 +113,8 @@ def test_a_diverging_model_stops_with_run_and_generation_and_is_recorded(tmp_pat
     failed = table[table.metric == "failed"]
     assert list(failed.run) == [2] and list(failed.gen) == [3]
     assert set(table[table.metric == "w2"].gen) == {0, 1, 2}  # what finished before is kept
-    assert "stopped: MadloopError" in (tmp_path / "r" / "log.txt").read_text()
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert "stopped: generation 3: run 2" in log and "madloop resume" not in log  # resuming would diverge again
 
 
 def test_loky_and_a_local_dask_cluster_give_identical_sweeps(tmp_path):
