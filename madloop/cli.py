@@ -460,6 +460,7 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 def main() -> None:
     """Entry point: one line for every user error, exit code 2."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files: no window, whatever the machine has
     try:
         code = app(standalone_mode=False)
     except MadloopError as err:

@@ -13,17 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt  # the backend is the user's: a notebook keeps its inline figures
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from madloop import store  # noqa: E402
-from madloop.errors import MadloopError  # noqa: E402
-from madloop.results import Result, is_distance, load  # noqa: E402
+from madloop import store
+from madloop.errors import MadloopError
+from madloop.results import Result, is_distance, load
 
 METRIC_LABELS = {
     "w2": "W2 to the reference (exact OT)", "sliced_w2": "sliced W2", "gauss_w2": "Gaussian-fit W2",

@@ -69,10 +69,10 @@ def test_same_rng_gives_identical_models_and_samples(fitted):
     assert not np.array_equal(model.sample(20, rng("synth")).x, model.sample(20, rng("other")).x)
 
 
-@pytest.mark.parametrize("rows", [ensemble.ROWS, 20], ids=["one-block", "block-per-run"])
+@pytest.mark.parametrize("rows", [ensemble.PASS_ROWS, 20], ids=["one-block", "block-per-run"])
 @pytest.mark.parametrize("spec", [*FAMILIES, DDPM(**TINY, standardize=True, time_embedding="sinusoidal")])
 def test_ensemble_run_equals_that_run_trained_alone(spec, rows, monkeypatch):
-    monkeypatch.setattr(ensemble, "ROWS", rows)
+    monkeypatch.setattr(ensemble, "PASS_ROWS", rows)
     together = spec.fit(data(), rng("fit"))
     s_together = together.sample(30, rng("synth")).x
     for r in range(R):
@@ -83,7 +83,7 @@ def test_ensemble_run_equals_that_run_trained_alone(spec, rows, monkeypatch):
     assert not torch.equal(together.params[0][0], together.params[0][1])
 
 
-@pytest.mark.parametrize("threads, rows", [(2, ensemble.ROWS), (2, 16), (1, 16)])
+@pytest.mark.parametrize("threads, rows", [(2, ensemble.PASS_ROWS), (2, 16), (1, 16)])
 def test_training_is_identical_for_any_thread_count_and_block_size(threads, rows, monkeypatch):
     def fit(threads: int):
         before = torch.get_num_threads()
@@ -94,7 +94,7 @@ def test_training_is_identical_for_any_thread_count_and_block_size(threads, rows
             torch.set_num_threads(before)
 
     one = fit(1)  # one thread, one block of all runs
-    monkeypatch.setattr(ensemble, "ROWS", rows)  # 16 rows: a block per run, shared among the threads
+    monkeypatch.setattr(ensemble, "PASS_ROWS", rows)  # 16 rows: a block per run, shared among the threads
     assert all(torch.equal(a, b) for a, b in zip(one.params, fit(threads).params))
 
 

@@ -96,3 +96,14 @@ def test_a_metric_that_is_nan_everywhere_draws_no_figure(monkeypatch, capsys, tm
     code, err = cli(monkeypatch, capsys, "plot", "r", "--out", "figs")
     assert code == 2 and err.startswith("error: no figure: every run's") and err.count("\n") == 1, err
     assert not (tmp_path / "figs").exists()
+
+
+def test_importing_plots_leaves_the_users_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import madloop.plots, matplotlib; "
+            "print(matplotlib.get_backend())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "svg", out.stderr

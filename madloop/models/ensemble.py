@@ -11,7 +11,7 @@ output (runs, batch, out) in float32. ``mlp`` is that function for inference and
 passes its own: a forward pass that keeps its activations for a hand-written backward pass.
 
 Speed: a width-64 layer does little arithmetic per byte, so a pass over all runs at once runs at the
-speed of memory. Runs therefore go through the network in blocks of about ROWS rows (runs x points).
+speed of memory. Runs therefore go through the network in blocks of about PASS_ROWS rows (runs x points).
 Training computes what autograd would, but autograd allocates every activation and gradient afresh at
 every step, and on a CPU memory freed and asked for again in megabyte pieces comes back as page faults.
 The hand-written pass (a test checks its gradients against autograd's) reuses one block's buffers for
@@ -37,7 +37,7 @@ from madloop.rng import RunRNG
 
 Params = tuple[torch.Tensor, ...]  # (W_0, b_0, W_1, b_1, ...), each with the run on axis 0
 Net = Callable[[torch.Tensor], torch.Tensor]
-ROWS = 16384  # rows (runs x points) per pass through the network
+PASS_ROWS = 16384  # rows (runs x points) per pass through the network
 
 
 def init_mlp(sizes: list[int], rng: RunRNG, device: torch.device) -> Params:
@@ -54,12 +54,12 @@ def mlp(params: Params, h: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     """Linear, (len(params)/2 - 2) x [Linear, ReLU], Linear (SPEC E1's layer list) on h of shape (runs, batch, in).
 
     ``dtype`` bfloat16 runs the layers under torch.autocast (the weights stay float32); the output is
-    float32. Without autograd (sampling) the runs go through in blocks of about ROWS rows.
+    float32. Without autograd (sampling) the runs go through in blocks of about PASS_ROWS rows.
     """
     with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         if torch.is_grad_enabled():
             return layers(params, h).float()
-        G = max(1, ROWS // h.shape[1])
+        G = max(1, PASS_ROWS // h.shape[1])
         out = [layers(tuple(p[r : r + G] for p in params), h[r : r + G]) for r in range(0, len(h), G)]
         return torch.cat(out).float()
 
@@ -183,10 +183,10 @@ def train(
     params, grads = _views(flat, params), _views(flat.grad, params)
     device, (runs, n, d) = params[0].device, x.shape
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
-    # Blocks of about ROWS runs x points, shared among torch's threads on a CPU (each thread with one BLAS
-    # thread and its own buffers); a block of fewer than ROWS / 4 rows costs more in overhead than it gains.
+    # Blocks of about PASS_ROWS runs x points, shared among torch's threads on a CPU (each thread with one BLAS
+    # thread and its own buffers); a block of fewer than PASS_ROWS / 4 rows costs more in overhead than it gains.
     threads = torch.get_num_threads() if device.type == "cpu" and dtype == torch.float32 else 1
-    G = max(1, min(ROWS // batch, max(-(-runs // threads), ROWS // 4 // batch)))
+    G = max(1, min(PASS_ROWS // batch, max(-(-runs // threads), PASS_ROWS // 4 // batch)))
     blocks = [slice(r, r + G) for r in range(0, runs, G)]
     if dtype == torch.float32:
         passes = [TrainingPass(params, grads, min(G, runs), min(batch, n)).gradients for _ in blocks[:threads]]
