@@ -60,10 +60,15 @@ CONVERGENCE = Kind("convergence.parquet", "conv", {"chunk": "int64", "metric": "
 KINDS = (ROWS, MOMENTS, CONVERGENCE)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process's umask, for the files atomic_write makes
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are read by others as any file is
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -291,3 +291,11 @@ def test_load_reports_an_unfinished_or_damaged_table_as_incomplete(tmp_path, tin
         madloop.run(out=tmp_path / "crashed", model="crashing-late", flag=str(flag), **{**tiny, "runs": 2, "gens": 5})
     with pytest.warns(UserWarning, match="not finished .* generation 4"):
         assert madloop.load(tmp_path / "crashed").incomplete
+
+
+def test_results_files_get_the_usual_permissions(tmp_path, tiny):
+    madloop.run(out=tmp_path / "r", **tiny)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (store.CONFIG, store.SUMMARY, "table.parquet", store.MARKER):
+        assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # not mkstemp's 0600
