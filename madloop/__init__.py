@@ -51,11 +51,9 @@ sys.modules[__name__].__class__ = _Package
 
 def load(path: str | Path):
     """Reopen a run directory (a Result, finished or not) or a sweep folder (a SweepResult)."""
-    from madloop.results import load as load_run
-    from madloop.sweep import SWEEP, load_sweep
+    from madloop.sweep import open_any
 
-    path = Path(path)
-    return load_sweep(path) if (path / SWEEP).is_file() else load_run(path)
+    return open_any(path)
 
 
 def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_progress=None):

@@ -20,7 +20,8 @@ from matplotlib.ticker import MaxNLocator
 
 from madloop import store
 from madloop.errors import MadloopError
-from madloop.results import Result, is_distance, load
+from madloop.results import Result, is_distance
+from madloop.sweep import open_any
 
 METRIC_LABELS = {
     "w2": "W2 to the reference (exact OT)", "sliced_w2": "sliced W2", "gauss_w2": "Gaussian-fit W2",
@@ -122,7 +123,7 @@ def plot(*runs: str | Path | Result, out: str | Path = "figures", labels: Sequen
     """
     results, names = [], []
     for run in runs:
-        opened = load(run) if isinstance(run, (str, Path)) else run
+        opened = open_any(run) if isinstance(run, (str, Path)) else run
         if isinstance(opened, Result):
             results.append(opened)
             names.append(short(opened))

@@ -115,6 +115,12 @@ def _read_sweep(out: Path) -> tuple[list[dict[str, Any]], list[RunConfig]]:
         raise MadloopError(f"{out / SWEEP} is missing or corrupted: {err}") from None
 
 
+def open_any(path: str | Path) -> Result | SweepResult:
+    """Reopen a run directory (a Result, finished or not) or a sweep folder (a SweepResult): ``madloop.load``."""
+    path = Path(path)
+    return load_sweep(path) if (path / SWEEP).is_file() else load(path)
+
+
 def load_sweep(out: str | Path) -> SweepResult:
     """Reopen a finished sweep folder."""
     out = Path(out)
