@@ -27,7 +27,7 @@ from madloop.samples import Samples  # noqa: E402
 metric = metrics.register
 
 # Imported on first use, so that `import madloop` (and `madloop --help`) loads no pandas, joblib or matplotlib.
-LAZY = {"Result": "madloop.results", "execute": "madloop.runner", "run": "madloop.runner",
+LAZY = {"Result": "madloop.results", "compare": "madloop.results", "execute": "madloop.runner", "run": "madloop.runner",
         "sweep": "madloop.sweep", "plot": "madloop.plots"}
 
 
@@ -78,6 +78,6 @@ def presets() -> dict[str, dict]:
 
 __all__ = [
     "ALGOS", "DATA", "LOOPS", "METRICS", "MODELS", "PRESETS", "MadloopError", "Result", "RunConfig", "RunRNG",
-    "Samples", "Streams", "execute", "generations", "load", "metric", "plot", "presets", "resolve", "resume", "run",
+    "Samples", "Streams", "compare", "execute", "generations", "load", "metric", "plot", "presets", "resolve", "resume", "run",
     "sweep",
 ]

@@ -146,6 +146,43 @@ class Result:
         return pd.DataFrame(rows)
 
 
+def compare(a: Result, b: Result, metric: str, window: int | None = None) -> pd.DataFrame:
+    """The paired difference b - a of ``metric`` over the runs that both results stored, per generation, with
+    the 95% Student-t interval of its mean (SPEC section 5: two configurations run with one seed share D_r
+    and, for training algorithms that share streams, generation 1; compare them run by run, not each over
+    its own generation 1).
+
+    Columns: gen, late, n (runs paired), a and b (their means), diff, lo, hi. With ``window``, one more row
+    (late = True, gen = window) pairs each run's mean over the generations t >= window.
+    """
+    if a.config.seed != b.config.seed:
+        raise MadloopError(f"compare pairs runs of one seed; {a.path} has seed {a.config.seed}, {b.path} seed {b.config.seed}")
+    tables = []
+    for r in (a, b):
+        rows = r.table[r.table.metric == metric]
+        if not len(rows):
+            raise MadloopError(f"{r.path} has no rows of metric '{metric}'")
+        tables.append(rows.pivot(index="run", columns="gen", values="value"))
+    va, vb = tables[0].align(tables[1], join="inner")
+    if len(va) < 2:
+        raise MadloopError(f"compare needs at least 2 runs stored in both results, got {len(va)}")
+    pairs = [(int(g), False, va[g], vb[g]) for g in va.columns]
+    if window is not None:
+        late = [g for g in va.columns if g >= window]
+        if not late:
+            raise MadloopError(f"no stored generation reaches the window t >= {window}")
+        pairs.append((window, True, va[late].mean(axis=1, skipna=False), vb[late].mean(axis=1, skipna=False)))
+    out = []
+    for gen, is_late, x, y in pairs:
+        x, y = x.to_numpy(), y.to_numpy()
+        ok = np.isfinite(x) & np.isfinite(y)  # a run that diverged in either arm pairs with nothing
+        d = y[ok] - x[ok]
+        mean, _, half = mean_ci(dict(n=len(d), s1=d.sum(), s2=(d * d).sum()))
+        out.append(dict(gen=gen, late=is_late, n=len(d), a=float(x[ok].mean()), b=float(y[ok].mean()),
+                        diff=mean, lo=mean - half, hi=mean + half))
+    return pd.DataFrame(out)
+
+
 def load(path: str | Path):
     """Reopen a run directory (finished or not) as a Result (``madloop.load`` opens sweep folders too)."""
     path = Path(path)
