@@ -21,13 +21,7 @@ TINY = {
     "edm": dict(width=8, depth=2, epochs=3, batch=16, steps=6),
     "gmm": dict(k=2),
 }
-KNOWN_GAPS = {
-    ("gmm", "lam"): "gmm samples with any lam, and with a random stream of another number of runs",
-    ("ddpm", "items"): "diffusion families raise ValueError, not MadloopError",
-    ("ddpm", "lam"): "diffusion families raise ValueError, not MadloopError",
-    ("edm", "items"): "diffusion families raise ValueError, not MadloopError",
-    ("edm", "lam"): "diffusion families raise ValueError, not MadloopError",
-}
+KNOWN_GAPS: dict = {}
 FAMILIES = MODELS.names()
 R, N, D = 3, 40, 2
 

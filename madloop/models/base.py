@@ -14,8 +14,25 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from madloop.errors import MadloopError
 from madloop.rng import RunRNG
 from madloop.samples import Samples
+
+
+def check_points(family: str, data: Samples, rng: RunRNG) -> None:
+    """What every family of vector models checks before a fit: points of shape (d,), one stream row per run."""
+    if len(data.item_shape) != 1:
+        raise MadloopError(f"the {family} model needs points of shape (d,), got items of shape {data.item_shape}")
+    if rng.n_runs != data.n_runs:
+        raise MadloopError(f"the random stream has {rng.n_runs} runs but the data has {data.n_runs}")
+
+
+def check_sampling(lam: float, rng: RunRNG, runs: int) -> None:
+    """What every fitted model checks before it samples: a bias lam in (0, 1], one stream row per run."""
+    if not 0 < lam <= 1:
+        raise MadloopError(f"the sampling bias lam must be in (0, 1], got {lam}")
+    if rng.n_runs != runs:
+        raise MadloopError(f"the random stream has {rng.n_runs} runs but the model has {runs}")
 
 
 @runtime_checkable

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from madloop.models.base import check_points, check_sampling
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
@@ -278,10 +279,7 @@ class Diffusion:
 
     def generate(self, model: DiffusionModel, pred, n: int, rng: RunRNG, lam: float) -> Samples:
         """n samples per run with the prediction ``pred(x, level, step)``, mapped back to data space."""
-        if not 0 < lam <= 1:
-            raise ValueError(f"the sampling bias lam must be in (0, 1], got {lam}")
-        if rng.n_runs != model.shift.shape[0]:
-            raise ValueError(f"the random stream has {rng.n_runs} runs but the model has {model.shift.shape[0]}")
+        check_sampling(lam, rng, model.shift.shape[0])
         import torch
 
         def noise() -> torch.Tensor:
@@ -301,10 +299,7 @@ class Diffusion:
         return DiffusionModel(self, params, model.shift, model.scale)
 
     def _points(self, data: Samples, rng: RunRNG) -> np.ndarray:
-        if len(data.item_shape) != 1:
-            raise ValueError(f"the {self.family} model needs points of shape (d,), got items of shape {data.item_shape}")
-        if rng.n_runs != data.n_runs:
-            raise ValueError(f"the random stream has {rng.n_runs} runs but the data has {data.n_runs}")
+        check_points(self.family, data, rng)
         return data.x
 
 

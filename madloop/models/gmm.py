@@ -29,6 +29,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from madloop.errors import MadloopError
+from madloop.models.base import check_points, check_sampling
 from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
@@ -177,6 +178,7 @@ class MixtureModel:
     iters: np.ndarray  # (runs,) EM iterations each run's fit used
 
     def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
+        check_sampling(lam, rng, self.weights.shape[0])
         u = rng.random(n)
         cdf = np.cumsum(self.weights, axis=1)
         comp = np.minimum((u[:, :, None] > cdf[:, None, :]).sum(-1), self.weights.shape[1] - 1)
@@ -222,8 +224,7 @@ class GMM:
         return self.k
 
     def fit(self, data: Samples, rng: RunRNG) -> MixtureModel:
-        if len(data.item_shape) != 1:
-            raise MadloopError(f"the gmm model needs points of shape (d,), got items of shape {data.item_shape}")
+        check_points("gmm", data, rng)
         if data.n < self.min_points:
             raise MadloopError(f"gmm with k={self.k} components needs at least {self.min_points} training points "
                                f"per run, got {data.n}: lower model.k or raise n_real / n_synth")
