@@ -390,6 +390,28 @@ def plot(
 
 
 @app.command(cls=Command)
+def grid(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="an image loop's run directory"),
+    gens: Optional[str] = typer.Option(None, metavar="LIST", help="comma-separated generations (0 = real images); "
+                                       "default: up to five, evenly spaced"),
+    runs: str = typer.Option("0", metavar="LIST", help="comma-separated runs, a row each (grids are kept for runs 0-3)"),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="folder for grid.png and grid.pdf (default: RUN/figures)"),
+    name: str = typer.Option("grid", metavar="NAME", help="file name without extension"),
+):
+    """Sample grids of an image loop side by side: the same noise and labels at every generation."""
+    from madloop.plots import grid_figure
+
+    def numbers(text: str, what: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise MadloopError(f"--{what} must be comma-separated integers, got '{text}'") from None
+
+    for p in grid_figure(run_dir, numbers(gens, "gens") if gens else None, numbers(runs, "runs"), out, name):
+        typer.echo(str(p))
+
+
+@app.command(cls=Command)
 def study(
     name: Optional[str] = typer.Argument(None, metavar="NAME", help="the study to run; leave out to list them"),
     scale: str = typer.Option("cpu", metavar="NAME", help="ci (tiny) | cpu (the committed figures) | gpu (the paper's size)"),

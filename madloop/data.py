@@ -136,10 +136,11 @@ class FileData:
         object.__setattr__(self, "_points", read_points(self.file))
 
     @property
-    def size(self) -> int:
+    def available(self) -> int:
+        """How many points a run may draw (without replacement)."""
         return len(self._points)
 
     def sample(self, n: int, rng: RunRNG) -> Samples:
-        if n > self.size:
-            raise ValueError(f"cannot draw {n} points without replacement from the {self.size} in {self.file}")
-        return Samples(self._points[rng.permutations(self.size, n)])
+        if n > self.available:
+            raise ValueError(f"cannot draw {n} points without replacement from the {self.available} in {self.file}")
+        return Samples(self._points[rng.permutations(self.available, n)])

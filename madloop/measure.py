@@ -41,8 +41,10 @@ def sums(values: np.ndarray, first: np.ndarray | None) -> dict[str, float]:
 
 
 def reference_sample(cfg, parts) -> np.ndarray:
-    """The n_ref real points that every run is measured against (one shared stream)."""
-    return parts.points.sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, Role.REFERENCE)).x[0]
+    """The n_ref real points that every run is measured against (one shared stream), from the source's
+    held-out reference pool where it has one (the image sets), else from p_r itself."""
+    draw = getattr(parts.points, "reference", parts.points.sample)
+    return draw(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, Role.REFERENCE)).x[0]
 
 
 def needs_points(parts) -> bool:
@@ -59,16 +61,21 @@ def nonfinite_runs(samples: np.ndarray | None) -> np.ndarray:
 
 def evaluate(cfg, parts, runs: range, gen: int, samples: np.ndarray | None, model, reference,
              threads: int) -> dict[str, np.ndarray]:
-    """Every metric's values (one per run) for one generation of a chunk."""
+    """Every metric's values (one per run) for one generation of a chunk; a metric that returns named
+    arrays (``classes``) adds one entry per name."""
     values = {}
     for name, metric in parts.metrics.items():
         if model is None and metric.model:
             continue
         ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, Role.metric(name)), threads,
-                        getattr(parts.points, "truth", None))
-        values[name] = np.asarray(metric(ev), dtype=float)
-        if values[name].shape != (len(runs),):
-            raise MadloopError(f"metric '{name}' returned shape {values[name].shape}, expected one value per run ({len(runs)})")
+                        getattr(parts.points, "truth", None), parts.points)
+        out = metric(ev)
+        for key, v in (out.items() if isinstance(out, dict) else [(name, out)]):
+            if key != name and not key.startswith(f"{name}_"):
+                raise MadloopError(f"metric '{name}' returned a value named '{key}'; its names must be '{name}' or start with '{name}_'")
+            values[key] = np.asarray(v, dtype=float)
+            if values[key].shape != (len(runs),):
+                raise MadloopError(f"metric '{key}' returned shape {values[key].shape}, expected one value per run ({len(runs)})")
     return values
 
 

@@ -199,3 +199,41 @@ def figure(results: Sequence[Result], labels: Sequence[str] | None = None, metri
     axes[0, 0].set_ylabel("mean over runs (95% CI)" + ("\n··· real-data floor" if has_floor else ""))
     top_legend(fig, axes[0, 0], columns=3, fontsize=9)
     return fig
+
+
+def grid_figure(run: str | Path, gens: Sequence[int] | None = None, runs: Sequence[int] = (0,), out: str | Path | None = None,
+                name: str = "grid") -> list[Path]:
+    """The stored sample grids of an image loop side by side: a column per generation, a row per run
+    (``out/name.png`` and ``.pdf``; ``out`` defaults to the run's figures folder). What `madloop grid` does.
+    ``gens`` defaults to up to five stored generations, evenly spaced."""
+    from madloop import grids
+
+    path = Path(run)
+    if not store.is_run_dir(path):
+        raise MadloopError(f"{path} is not a madloop run directory")
+    have = grids.stored(path, runs[0]) if runs else []
+    if not have:
+        raise MadloopError(f"{path} holds no sample grids of run {runs[0] if runs else '?'} (grids are kept for the image "
+                           f"loops' runs 0..{grids.GRID_RUNS - 1})")
+    if gens is None:
+        gens = sorted({have[round(i)] for i in np.linspace(0, len(have) - 1, min(5, len(have)))})
+    missing = [(g, r) for g in gens for r in runs if grids.read(path, g, r) is None]
+    if missing:
+        raise MadloopError(f"{path} has no grid of generation {missing[0][0]}, run {missing[0][1]}; "
+                           f"stored generations: {', '.join(map(str, have))}")
+    pictures = [[grids.read(path, g, r) for g in gens] for r in runs]
+    h, w = pictures[0][0].shape[:2]
+    fig, axes = plt.subplots(len(runs), len(gens), figsize=(1.2 + 2.2 * len(gens) * w / max(h, w), 0.4 + 2.2 * len(runs) * h / max(h, w)),
+                             squeeze=False)
+    for i, r in enumerate(runs):
+        for j, g in enumerate(gens):
+            ax = axes[i][j]
+            ax.imshow(pictures[i][j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("real (t = 0)" if g == 0 else f"generation {g}", fontsize=9)
+            if j == 0 and len(runs) > 1:
+                ax.set_ylabel(f"run {r}", fontsize=9)
+    fig.suptitle(describe(open_any(path)), fontsize=8)
+    return save(fig, out if out is not None else path / "figures", name)

@@ -30,7 +30,10 @@ from madloop.registry import METRICS
 
 def is_distance(metric: str) -> bool:
     """Whether a metric is a distance to p_r (its registered ``distance`` flag), so that its MAD and
-    convergence ratios mean something; a metric not registered in this process counts as one."""
+    convergence ratios mean something. A named part of a metric (``classes_3`` of ``classes``) has its
+    metric's flag; a metric not registered in this process counts as one."""
+    while metric not in METRICS and "_" in metric:
+        metric = metric.rpartition("_")[0]
     return getattr(METRICS[metric], "distance", True) if metric in METRICS else True
 
 

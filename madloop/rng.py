@@ -35,6 +35,7 @@ class Role:
     SYNTH = "synth"  # S^t, drawn from G^t with the sampling bias lam
     EVAL = "eval"  # the n_eval samples that the metrics measure (a real sample at t = 0)
     REFERENCE = "reference"  # the n_ref real points that every run is measured against (shared)
+    GRID = "grid"  # the fixed noise and labels of the image grids (drawn at t = 0, reused by every generation)
     # Sub-streams of a training stream (RunRNG.child):
     FIT = "fit"  # a model family's fit
     INIT = "init"  # network initialisation

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from joblib import Parallel, delayed
 
-from madloop import exact_path, store
+from madloop import exact_path, grids, store
 from madloop.config import RunConfig, components, resolve, validate
 from madloop.errors import MadloopError, Stopped
 from madloop.loop import LoopState, generations
@@ -215,9 +215,12 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
         store.append(path, store.ROWS, runs.start, gen, rows)
         store.append(path, store.MOMENTS, runs.start, gen, sums)
 
+    pictures = grids.Grids(cfg, parts, runs, path) if grids.wanted(parts.points) else None
     if ck.state is None:
         # Generation 0: a real sample of the evaluation size, the floor of every sample metric.
         record(0, parts.points.sample(cfg.n_eval, streams.at(0, Role.EVAL)).x if measure.points else None, None, 0.0)
+        if pictures:
+            pictures.save(0, None)
     clock = saved = time.perf_counter()
     for g in generations(cfg, parts, runs, ck.state):
         train_s = time.perf_counter() - clock
@@ -225,6 +228,8 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
         if cfg.evaluates(g.gen) and measure.points:
             samples = parts.sample_points(g.model, cfg.n_eval, streams.at(g.gen, Role.EVAL), cfg.lam).x
         record(g.gen, samples, g.model, train_s)
+        if pictures:
+            pictures.save(g.gen, g.model)
         if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:
             ck.state = g.state
             store.write_checkpoint(path, runs.start, ck)

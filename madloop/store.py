@@ -77,7 +77,8 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-MADLOOP_FILES = (CONFIG, SUMMARY, LOG, PARTS, MARKER, *(k.file for k in KINDS), *FIGURES)
+GRIDS = "grids"  # madloop.grids.FOLDER: the sample grids of image loops
+MADLOOP_FILES = (CONFIG, SUMMARY, LOG, PARTS, MARKER, GRIDS, *(k.file for k in KINDS), *FIGURES)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -219,7 +219,14 @@ def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
     if need is not None and smallest_training_set(cfg) < need:
         raise MadloopError(f"model '{cfg.model}' needs at least {need} training points per run; the smallest training "
                            f"set here has {smallest_training_set(cfg)} (raise n_real or n_synth, or change the model's options)")
-    size = getattr(built["data"], "size", None)
-    for name in ("n_real", "n_ref", "n_eval"):
-        if size is not None and getattr(cfg, name) > size:
-            raise MadloopError(f"{name}={getattr(cfg, name)} exceeds the {size} points of the data source")
+    # A finite data source is drawn without replacement: the training pool (D_r, fresh draws, the real floor
+    # sample) and, where the source holds one apart, the reference pool.
+    data = built["data"]
+    pool = getattr(data, "available", None)
+    split = hasattr(data, "reference_available")
+    reference = data.reference_available if split else pool
+    for name, limit, what in (("n_real", pool, "training pool"), ("n_eval", pool, "training pool"),
+                              ("n_ref", reference, "reference pool")):
+        if limit is not None and getattr(cfg, name) > limit:
+            where = f"images in the data source's {what}" if split else "points of the data source"
+            raise MadloopError(f"{name}={getattr(cfg, name)} exceeds the {limit} {where}")

@@ -20,6 +20,7 @@ class Evaluation:
     rng: np.random.Generator | None = None  # shared stream for randomised metrics (projections)
     threads: int = 1
     truth: tuple[np.ndarray, np.ndarray] | None = None  # p_r's mean and covariance, where the source knows them
+    data: Any = None  # the real-data source (image metrics embed through its feature network)
 
     @property
     def points(self) -> np.ndarray:
@@ -34,7 +35,8 @@ class Evaluation:
 class Metric:
     """A registered metric: its function and how to read it.
 
-    ``batched``: ``fn(ev)`` returns one value per run; otherwise ``fn(samples (n, d), reference (m, d))``
+    ``batched``: ``fn(ev)`` returns one value per run, or a dict of named arrays of one value per run whose
+    names are the metric's own and ``f"{name}_{part}"`` (``classes`` and ``classes_3``); otherwise ``fn(samples (n, d), reference (m, d))``
     returns one float and is called once per run. ``model``: a metric of the fitted model, with no value
     for the real-data floor (generation 0). ``distance``: a distance to p_r, whose MAD ratio
     E[d_t] / E[d_1] means something (not so for a trace or a log-determinant).
@@ -46,8 +48,8 @@ class Metric:
     model: bool = False
     distance: bool = True
 
-    def __call__(self, ev: Evaluation) -> np.ndarray:
-        """One value per run of the evaluation."""
+    def __call__(self, ev: Evaluation) -> np.ndarray | dict[str, np.ndarray]:
+        """One value per run of the evaluation (or named arrays of them, see ``batched``)."""
         if self.batched:
             return self.fn(ev)
         return np.array([float(self.fn(x, ev.reference)) for x in ev.samples])
