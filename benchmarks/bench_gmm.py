@@ -1,6 +1,6 @@
 """madloop's batched EM for Gaussian mixtures against scikit-learn's GaussianMixture fitted run by run (issue 13).
 
-    pip install -e '.[bench]'                   # scikit-learn
+    pip install -e .                            # scikit-learn is a dependency
     python benchmarks/bench_gmm.py              # writes benchmarks/RESULTS_gmm.md (about a minute)
     python benchmarks/bench_gmm.py --quick      # one repeat; prints only
 

@@ -129,9 +129,23 @@ def _by_slices_of_runs(ev: Evaluation, fn: Callable[[np.ndarray], np.ndarray]) -
     return np.concatenate([fn(x[i : i + step]) for i in range(0, len(x), step)])
 
 
+def in_feature_space(ev: Evaluation) -> Evaluation:
+    """Images measured as points: their embeddings by the data source's feature network (SPEC 5); points as they are."""
+    if ev.samples is None or ev.samples.ndim != 5:
+        return ev
+    from dataclasses import replace
+
+    from madloop.metrics.image import feature_points
+
+    samples, reference = feature_points(ev)
+    return replace(ev, samples=samples, reference=reference)
+
+
 @register("precision", batched=True, distance=False)  # a share of samples: higher is better, no MAD ratio
 def precision(ev: Evaluation) -> np.ndarray:
-    """Share of generated samples inside the reference's k-NN manifold (k = 3; its radii are shared by all runs)."""
+    """Share of generated samples inside the reference's k-NN manifold (k = 3; its radii are shared by all runs);
+    images in the feature space of the data source's feature network."""
+    ev = in_feature_space(ev)
     ref = ev.reference_points
     radius2 = knn_radius2(ref)
     return _by_slices_of_runs(ev, lambda x: coverage(x, ref, radius2))
@@ -139,6 +153,8 @@ def precision(ev: Evaluation) -> np.ndarray:
 
 @register("recall", batched=True, distance=False)
 def recall(ev: Evaluation) -> np.ndarray:
-    """Share of reference points inside each run's k-NN manifold of its generated samples (k = 3)."""
+    """Share of reference points inside each run's k-NN manifold of its generated samples (k = 3); images in
+    feature space, as for precision."""
+    ev = in_feature_space(ev)
     ref = ev.reference_points
     return _by_slices_of_runs(ev, lambda x: coverage(ref, x, knn_radius2(x)))
