@@ -1,0 +1,212 @@
+"""Image metrics, measured in the feature space phi of the data source's feature network (madloop.features).
+
+- ``fid``: the Frechet distance (Heusel et al. 2017) between Gaussian fits of phi(samples) and phi(reference):
+  ||mu_1 - mu_2||^2 + tr S_1 + tr S_2 - 2 tr (S_2^1/2 S_1 S_2^1/2)^1/2, the squared W2 of madloop.gaussian
+  with unbiased covariances (ddof = 1), as the standard FID (pytorch-fid, torchmetrics) computes it.
+- ``kid``: the unbiased MMD^2 (Binkowski et al. 2018) with the cubic kernel k(a, b) = (a.b / f + 1)^3, on
+  the full sets (no random subsets: the sets madloop measures are small, and the value is then exact).
+- ``classes``: the class histogram of the samples under the network's classifier: its shares
+  ``classes_0`` .. ``classes_{K-1}`` and the effective number of classes exp(entropy) as ``classes``
+  (K when every class is equally common, 1 when one class is left: mode collapse shows here).
+
+Precision and recall on images are sample.py's k-NN manifolds on ``feature_points(ev)``.
+
+The metrics of one generation share one forward pass (``embedded``); run r's images are embedded on their
+own, so its values never depend on which runs share its chunk. ``fid``, ``kid``, ``precision`` and ``recall``
+below are the same statistics for scripts, on two arrays of images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from madloop.errors import MadloopError
+from madloop.features import FeatureNet, network
+from madloop.gaussian import gaussian_w2, mean_cov
+from madloop.metrics.base import Evaluation, register
+from madloop.metrics.sample import KNN_K, PAIRS_PER_SLICE, coverage, knn_radius2
+
+
+def frechet_distance(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """FID between each run's features phi (runs, n, f) and reference features psi (m, f): (runs,)."""
+    mu1, s1 = mean_cov(phi, ddof=1)
+    mu2, s2 = mean_cov(psi[None], ddof=1)
+    return gaussian_w2(mu1, s1, mu2[0], s2[0]) ** 2
+
+
+def cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """k(a, b) = (a.b / f + 1)^3 between the rows of a (..., n, f) and b (..., m, f): (..., n, m)."""
+    return (a @ np.swapaxes(b, -1, -2) / a.shape[-1] + 1) ** 3
+
+
+def off_diagonal_mean(k: np.ndarray) -> np.ndarray:
+    """Mean of the off-diagonal entries of square kernel matrices (..., n, n)."""
+    n = k.shape[-1]
+    return (k.sum((-2, -1)) - np.trace(k, axis1=-2, axis2=-1)) / (n * (n - 1))
+
+
+def kernel_distance(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """KID: unbiased MMD^2 between each run's features phi (runs, n, f) and psi (m, f), cubic kernel: (runs,)."""
+    yy = off_diagonal_mean(cubic_kernel(psi, psi))
+    n, m = phi.shape[1], len(psi)
+    step = max(1, PAIRS_PER_SLICE // (n * (n + m)))
+    out = [off_diagonal_mean(cubic_kernel(x, x)) + yy - 2 * cubic_kernel(x, psi).mean((-2, -1))
+           for x in (phi[i : i + step] for i in range(0, len(phi), step))]
+    return np.concatenate(out)
+
+
+def class_shares(labels: np.ndarray, classes: int) -> dict[str, np.ndarray]:
+    """Per run, the share of each class among labels (runs, n) and the effective number of classes."""
+    shares = (labels[..., None] == np.arange(classes)).mean(1)
+    plogp = np.where(shares > 0, shares * np.log(np.where(shares > 0, shares, 1.0)), 0.0)
+    return {"classes": np.exp(-plogp.sum(-1)), **{f"classes_{k}": shares[:, k] for k in range(classes)}}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The registered metrics: one forward pass per Evaluation.
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An Evaluation's images in feature space."""
+
+    net: FeatureNet
+    samples: np.ndarray  # (runs, n, f) float64
+    labels: np.ndarray  # (runs, n) int64: the classifier's predictions
+    reference: np.ndarray  # (m, f) float64
+
+
+_last: tuple[tuple[str, str], Embedded] | None = None  # the last images embedded, by content
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A digest of arrays' shapes and contents (SHA-1 reads about 1 GB/s: far faster than embedding them)."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(repr((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def embedded(ev: Evaluation) -> Embedded:
+    """The Evaluation's samples and reference in feature space. measure.py makes one Evaluation per metric
+    from the same images, so the last result is kept by content: fid, kid, precision, recall and classes
+    of one generation share one forward pass."""
+    global _last
+    if ev.data is None or not hasattr(ev.data, "feature_set"):
+        raise MadloopError("fid, kid, classes and precision/recall on images measure them in a feature network's space: "
+                           "they need an image data source (--data digits, mnist, fashion-mnist or images)")
+    if ev.samples is None or ev.samples.ndim != 5:
+        raise MadloopError(f"image metrics need samples of shape (runs, n, C, H, W), got "
+                           f"{None if ev.samples is None else ev.samples.shape}")
+    net = network(ev.data)
+    key = (net.identity, fingerprint(ev.samples, ev.reference))
+    if _last is None or _last[0] != key:
+        pairs = [net.forward(x) for x in ev.samples]  # run by run: a run's values never depend on its chunk
+        out = Embedded(net, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), net.embed(ev.reference))
+        _last = (key, out)
+    return _last[1]
+
+
+def feature_points(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    """Image samples and reference as feature vectors: (runs, n, f) and (m, f), for sample.py's precision/recall."""
+    e = embedded(ev)
+    return e.samples, e.reference
+
+
+@register("fid", batched=True)
+def fid_metric(ev: Evaluation) -> np.ndarray:
+    """FID in the data source's feature network's space (unbiased covariances), per run."""
+    e = embedded(ev)
+    return frechet_distance(e.samples, e.reference)
+
+
+@register("kid", batched=True)
+def kid_metric(ev: Evaluation) -> np.ndarray:
+    """KID (unbiased MMD^2, cubic kernel, full sets) in the feature network's space, per run."""
+    e = embedded(ev)
+    return kernel_distance(e.samples, e.reference)
+
+
+@register("classes", batched=True, distance=False)  # a histogram: no distance to p_r, no MAD ratio
+def classes_metric(ev: Evaluation) -> dict[str, np.ndarray]:
+    """The effective number of classes among each run's samples and the share of each class."""
+    e = embedded(ev)
+    return class_shares(e.labels, e.net.classes)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# For scripts: two arrays of images in, one number out.
+
+
+def feature_net(features: Any) -> FeatureNet:
+    """A FeatureNet from a registered data source's name (its default options), a data source, or a FeatureNet."""
+    if isinstance(features, FeatureNet):
+        return features
+    if isinstance(features, str):
+        import madloop.images  # noqa: F401  (registers the image data sources)
+        from madloop.registry import DATA
+
+        features = DATA[features]()
+    if not all(hasattr(features, a) for a in ("feature_set", "key", "classes")):
+        raise MadloopError(f"features must be an image data source's name (such as 'digits'), an image data source or "
+                           f"a FeatureNet, got {type(features).__name__}")
+    return network(features)
+
+
+def as_images(x: Any, net: FeatureNet, what: str, least: int) -> np.ndarray:
+    """Check images (n, H, W) or (n, C, H, W), float in [0, 1] or uint8, for net; float32 (n, C, H, W)."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    c, h, w = net.shape
+    if x.ndim != 4 or x.shape[1:] != (c, h, w):
+        expected = f"(n, {h}, {w}) or (n, {c}, {h}, {w})" if c == 1 else f"(n, {c}, {h}, {w})"
+        raise MadloopError(f"{what} must be an array of images {expected} for the feature network {net.identity}, "
+                           f"got shape {x.shape}")
+    if len(x) < least:
+        raise MadloopError(f"{what} has {len(x)} images; this statistic needs at least {least}")
+    if x.dtype == np.uint8:
+        return (x / np.float32(255)).astype(np.float32)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise MadloopError(f"{what} must hold floats in [0, 1] or uint8 values 0..255, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        raise MadloopError(f"{what} holds NaN or inf values")
+    if x.min() < 0 or x.max() > 1:
+        raise MadloopError(f"{what} has values in [{x.min():.3g}, {x.max():.3g}]; images must lie in [0, 1] "
+                           "(or be uint8 0..255)")
+    return x.astype(np.float32)
+
+
+def _pair(a, b, features, least: int, names=("images_a", "images_b")) -> tuple[np.ndarray, np.ndarray]:
+    net = feature_net(features)
+    return tuple(net.embed(as_images(x, net, name, least)) for x, name in zip((a, b), names))
+
+
+def fid(images_a, images_b, features: Any = "digits") -> float:
+    """FID between two sets of images in the feature space of ``features`` (a data source's name, a data
+    source or a FeatureNet). Images: (n, H, W) or (n, C, H, W), floats in [0, 1] or uint8."""
+    a, b = _pair(images_a, images_b, features, 2)
+    return float(frechet_distance(a[None], b)[0])
+
+
+def kid(images_a, images_b, features: Any = "digits") -> float:
+    """KID (unbiased MMD^2, cubic kernel, full sets) between two sets of images; arguments as ``fid``."""
+    a, b = _pair(images_a, images_b, features, 2)
+    return float(kernel_distance(a[None], b)[0])
+
+
+def precision(images, reference, features: Any = "digits") -> float:
+    """Share of ``images`` inside the k-NN manifold (k = 3) of ``reference`` in feature space; arguments as ``fid``."""
+    a, b = _pair(images, reference, features, KNN_K + 1, ("images", "reference"))
+    return float(coverage(a, b, knn_radius2(b)))
+
+
+def recall(images, reference, features: Any = "digits") -> float:
+    """Share of ``reference`` inside the k-NN manifold (k = 3) of ``images`` in feature space; arguments as ``fid``."""
+    a, b = _pair(images, reference, features, KNN_K + 1, ("images", "reference"))
+    return float(coverage(b, a, knn_radius2(a)))
