@@ -7,6 +7,7 @@
     madloop.resume("runs/...")  # finish an interrupted run or sweep
     madloop.plot("runs/a", "runs/b", out="figures")  # overlay runs, as `madloop plot` does
     madloop.presets()         # the named presets, as `madloop presets` lists them
+    madloop.fid(images_a, images_b, features="digits")  # FID in the digits classifier's feature space
 """
 
 __version__ = "0.1.0"
@@ -16,13 +17,14 @@ import sys  # noqa: E402
 import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from madloop import algorithms, data, metrics, models, sims  # noqa: E402,F401  (registers the built-ins)
+from madloop import algorithms, data, images, metrics, models, sims  # noqa: E402,F401  (registers the built-ins)
 from madloop.config import PRESETS, RunConfig, resolve  # noqa: E402
 from madloop.errors import MadloopError  # noqa: E402
 from madloop.loop import LOOPS, generations  # noqa: E402
 from madloop.registry import ALGOS, DATA, METRICS, MODELS  # noqa: E402
 from madloop.rng import RunRNG, Streams  # noqa: E402
 from madloop.samples import Samples  # noqa: E402
+from madloop.metrics.image import fid, kid, precision, recall  # noqa: E402  (for scripts: images in, a number out)
 
 metric = metrics.register
 
@@ -78,6 +80,6 @@ def presets() -> dict[str, dict]:
 
 __all__ = [
     "ALGOS", "DATA", "LOOPS", "METRICS", "MODELS", "PRESETS", "MadloopError", "Result", "RunConfig", "RunRNG",
-    "Samples", "Streams", "compare", "execute", "generations", "load", "metric", "plot", "presets", "resolve", "resume", "run",
-    "sweep",
+    "Samples", "Streams", "compare", "execute", "fid", "generations", "kid", "load", "metric", "plot", "precision", "presets",
+    "recall", "resolve", "resume", "run", "sweep",
 ]

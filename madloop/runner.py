@@ -257,8 +257,20 @@ def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, for
     workers = max(jobs, gpus)  # one worker per GPU at least
     work = chunks(cfg.runs, workers, split=not gpus, most=chunk_limit(cfg, parts, min(workers, -(-cfg.runs // RUNS_PER_BLOCK))))
     path = Path(out) if out is not None else default_out(cfg)
-    with store.claimed(path, cfg.to_dict(), [(r.start, r.stop) for r in work], force=force):
+    with store.claimed(path, cfg.to_dict(), [(r.start, r.stop) for r in work], force=force, notes=feature_notes(parts)):
         return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
+
+
+def feature_notes(parts: Parts) -> dict[str, Any]:
+    """For metrics in an image set's feature space: which network they use and how well it classifies (SPEC 5:
+    FIDs of different networks are not comparable). Trained here, once, so the workers find it cached."""
+    in_features = {"fid", "kid", "classes", "precision", "recall"} & set(parts.metrics)
+    if not in_features or len(getattr(parts.points, "shape", ())) != 3:
+        return {}
+    from madloop.features import network
+
+    net = network(parts.points)
+    return {"features": {"identity": net.identity, "accuracy": round(float(net.accuracy), 4), "dim": net.dim}}
 
 
 def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int], None] | None = None,

@@ -112,12 +112,14 @@ def _check_target(path: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *, force: bool = False):
+def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *, force: bool = False,
+            notes: dict[str, Any] | None = None):
     """Make a run directory for ``config`` and its chunks of runs, and hold its lock while the block runs.
 
     The lock is taken before anything is removed or written, so ``force`` on a directory that another
     process is writing fails ("busy") and loses nothing. ``force`` replaces a finished or stopped run,
-    removing only madloop's own files; a folder that is not a run keeps every file in it.
+    removing only madloop's own files; a folder that is not a run keeps every file in it. ``notes`` go into
+    config.json beside the config (the feature network that image metrics use, say).
     """
     from madloop import __version__
 
@@ -130,7 +132,7 @@ def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *
     with locked(path):
         _check_target(path, force)  # again, now that no other madloop process can be writing it
         meta = {"madloop": __version__, "format": FORMAT, "created": _now(), "environment": environment(),
-                "config": config, "chunks": chunks}
+                "config": config, "chunks": chunks, **(notes or {})}
         try:
             for name in MADLOOP_FILES:
                 target = path / name
