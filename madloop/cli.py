@@ -309,6 +309,8 @@ def headline_text(result, window: int | None) -> str:
     from madloop.results import CONVERGENCE_START, is_distance
 
     headline = result.headline(window)
+    parts = [m for m in headline.metric if m not in result.config.metrics]  # classes_3 ...: in the table, not here
+    headline = headline[~headline.metric.isin(parts)]
     lines = [headline.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")]
     others = [m for m in headline.metric if not is_distance(m)]
     if others:

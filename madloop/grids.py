@@ -37,16 +37,16 @@ def count(data) -> int:
 
 
 def tile(x: np.ndarray, y: np.ndarray | None, columns: int) -> np.ndarray:
-    """Images x (k, C, H, W) in [0, 1] as one uint8 picture (rows x columns tiles, sorted by label y),
-    shape (H', W') for one channel, (H', W', C) otherwise."""
-    if y is not None:
-        order = np.argsort(y, kind="stable")
-        x = x[order]
+    """Images x (k, C, H, W) in [0, 1] as one uint8 picture of rows x ``columns`` tiles, shape (H', W') for one
+    channel, (H', W', C) otherwise. Labelled images go sorted by label y down the columns (balanced labels:
+    a column per class); unlabelled ones row by row."""
     k, c, h, w = x.shape
     rows = -(-k // columns)
+    if y is not None:
+        x = x[np.argsort(y, kind="stable")]
     canvas = np.ones((rows * (h + PAD) + PAD, columns * (w + PAD) + PAD, c))
     for i, img in enumerate(x):
-        r, q = divmod(i, columns)
+        q, r = divmod(i, rows) if y is not None else divmod(i, columns)[::-1]
         top, left = PAD + r * (h + PAD), PAD + q * (w + PAD)
         canvas[top : top + h, left : left + w] = np.moveaxis(img, 0, -1)
     picture = np.rint(np.clip(canvas, 0, 1) * 255).astype(np.uint8)

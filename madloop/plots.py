@@ -237,5 +237,6 @@ def grid_figure(run: str | Path, gens: Sequence[int] | None = None, runs: Sequen
                 ax.set_title("real (t = 0)" if g == 0 else f"generation {g}", fontsize=9)
             if j == 0 and len(runs) > 1:
                 ax.set_ylabel(f"run {r}", fontsize=9)
-    fig.suptitle(describe(open_any(path)), fontsize=8)
+    fig.suptitle(describe(open_any(path)), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return save(fig, out if out is not None else path / "figures", name)
