@@ -1,0 +1,526 @@
+"""Model family ``unet``: EDM diffusion on images (Karras et al. 2022) with a compact U-Net, one per run.
+
+Symbols: x an image mapped to [-1, 1] (x = 2 u - 1 for pixel values u in [0, 1]), sigma the noise level,
+F the raw network, D(x; sigma) = c_skip x + c_out F(c_in x, c_noise) the preconditioned denoiser
+(madloop.models.diffusion.edm_denoiser, sigma_data = 0.5), y a class label, w the classifier-free guidance
+weight, lam the sampling bias (SPEC section 2), omega the SIMS guidance strength.
+
+Network (after EDM's DDPM++ "SongUNet" and ADM's "DhariwalUNet", much smaller): a positional embedding of
+c_noise (plus a learned embedding of y; the null label's embedding is zero) through two SiLU layers; a 3x3
+input conv; per resolution level ``blocks`` residual blocks [GroupNorm, SiLU, conv, + embedding, GroupNorm,
+SiLU, dropout, conv, skip, x sqrt(1/2)] (self-attention after each block at the ``attention`` resolutions),
+2x2 average pooling between levels; a decoder that mirrors it with ``blocks + 1`` blocks per level, each
+taking one skip connection, nearest-neighbour upsampling then a 3x3 conv between levels; GroupNorm, SiLU
+and a 3x3 output conv. The last conv of every residual branch starts at zero, so each block starts as
+identity and F as zero (D = c_skip x).
+
+Monte-Carlo runs: the R runs' networks are one grouped network. Every activation has shape
+(batch, R * channels, H, W) with run r's channels contiguous, convolutions use ``groups=R`` and
+GroupNorm R times the groups, so run r's numbers never meet another run's. The loss is the sum over runs of
+each run's mean loss and Adam and the EMA act elementwise, so every run trains as it would alone, with its
+own data, initialisation, noise, label dropout, dropout masks and minibatch order, all drawn from its row of
+the RunRNG on the host (dropout masks come from a counter-based hash of a host-drawn key), so a run's numbers
+do not depend on the device or on the other runs in its chunk. ``runs_per_pass`` = 1 evaluates the same
+weights one run at a time instead (a loop over runs; see the spec for which is faster).
+
+Training budget: ``images`` training images seen per run and fit (EDM's kimg), not epochs: a fit then costs
+the same whatever the size of the training set (which grows in accumulating loops), and the EMA half-life
+and warm-up are in the same unit.
+
+Sampling bias lam: a conditional model samples with classifier-free guidance of weight w = 1/lam - 1,
+D = (1 + w) D(x | y) - w D(x | null) (lam = 1 / (1 + w), as in the MAD paper); an unconditional model has
+nothing to guide with and samples at reduced temperature (initial noise scaled by sqrt(lam); the Heun
+sampler adds no noise later). Generated labels are balanced (n // classes of each class, the remainder to the
+first classes) and shuffled per run, so a generation's class histogram measures the model, not label
+sampling noise.
+
+torch is imported inside functions: registering the family and reading its options does not import it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from madloop.errors import MadloopError
+from madloop.models.base import check_sampling
+from madloop.models.diffusion import edm_denoiser, edm_loss, heun_sampler, karras_sigmas, positional_embedding
+from madloop.registry import MODELS
+from madloop.rng import Role, RunRNG, role_id
+from madloop.samples import Samples
+
+if TYPE_CHECKING:
+    import torch
+
+    Tensor = torch.Tensor
+
+SAMPLE_ROWS = 2048  # images (runs x samples) per network pass when sampling
+SKIP = math.sqrt(0.5)  # residual sum scale (EDM's skip_scale)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layers of the grouped network. h has shape (batch, R * channels, H, W); weights have the run on axis 0.
+
+
+class Weights:
+    """Stacked weights by name (each of shape (R, *shape)), handed to the layers as they ask for them.
+
+    Built without ``tensors`` it records: the first request of a name creates a one-run placeholder and
+    notes its shape and initialisation, so one forward pass lists the network's weights in order
+    (``init_weights`` then draws them per run). ``init`` is ("uniform", fan_in), ("zero",) or ("one",).
+    """
+
+    def __init__(self, tensors: dict[str, Tensor] | None = None):
+        self.recording = tensors is None
+        self.tensors = {} if tensors is None else tensors
+        self.inits: dict[str, tuple] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], init: tuple) -> Tensor:
+        if self.recording and name not in self.tensors:
+            import torch
+
+            self.tensors[name] = torch.zeros(1, *shape)
+            self.inits[name] = init
+        return self.tensors[name]
+
+
+def conv(w: Weights, name: str, h: Tensor, runs: int, out: int, k: int = 3, zero: bool = False) -> Tensor:
+    import torch.nn.functional as F
+
+    c = h.shape[1] // runs
+    W = w(f"{name}.w", (out, c, k, k), ("zero",) if zero else ("uniform", c * k * k))
+    b = w(f"{name}.b", (out,), ("zero",))
+    return F.conv2d(h, W.reshape(runs * out, c, k, k), b.reshape(-1), padding=k // 2, groups=runs)
+
+
+def norm(w: Weights, name: str, h: Tensor, runs: int) -> Tensor:
+    """GroupNorm with groups of at least 4 channels (at most 32 groups) per run."""
+    import torch.nn.functional as F
+
+    c = h.shape[1] // runs
+    groups = next(g for g in range(min(32, c // 4), 0, -1) if c % g == 0)
+    scale, shift = w(f"{name}.scale", (c,), ("one",)), w(f"{name}.shift", (c,), ("zero",))
+    return F.group_norm(h, runs * groups, scale.reshape(-1), shift.reshape(-1), eps=1e-5)
+
+
+def linear(w: Weights, name: str, e: Tensor, out: int) -> Tensor:
+    """e (R, batch, in) -> (R, batch, out)."""
+    import torch
+
+    W = w(f"{name}.w", (e.shape[2], out), ("uniform", e.shape[2]))
+    return torch.baddbmm(w(f"{name}.b", (1, out), ("zero",)), e, W)
+
+
+def join(a: Tensor, b: Tensor, runs: int) -> Tensor:
+    """Concatenate channels run by run (a skip connection)."""
+    import torch
+
+    B, _, H, W = a.shape
+    return torch.cat([a.reshape(B, runs, -1, H, W), b.reshape(B, runs, -1, H, W)], 2).reshape(B, -1, H, W)
+
+
+def dropout(h: Tensor, p: float, key: Tensor, runs: int) -> Tensor:
+    """Inverted dropout whose mask is a hash of (the run's key, the element's index within the run's tensor):
+    run r's mask is the same in any chunk and on any device. ``key`` (R,) int64 in [0, 2^32)."""
+    import torch
+
+    B, RC, H, W = h.shape
+    per_run = RC // runs * H * W
+    index = torch.arange(B * per_run, device=h.device).reshape(B, 1, per_run)
+    u = (hash32(hash32(key.reshape(1, runs, 1)) ^ (index & 0xFFFFFFFF)) >> 8).float() / 2**24
+    return h * (u >= p).reshape(h.shape).to(h.dtype) / (1 - p)
+
+
+def hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (two xor-shift-multiply rounds) on int64 tensors holding values < 2^32."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def block(w: Weights, name: str, h: Tensor, emb: Tensor, out: int, spec: UNet, key: Tensor | None) -> Tensor:
+    """A residual block, then self-attention when its resolution is one of ``spec.attention``."""
+    import torch.nn.functional as F
+
+    runs, B = emb.shape[:2]
+    x = F.silu(norm(w, f"{name}.norm0", h, runs))
+    x = conv(w, f"{name}.conv0", x, runs, out)
+    x = x + linear(w, f"{name}.emb", emb, out).transpose(0, 1).reshape(B, runs * out, 1, 1)
+    x = F.silu(norm(w, f"{name}.norm1", x, runs))
+    if key is not None:
+        x = dropout(x, spec.dropout, key ^ role_id(name), runs)
+    x = conv(w, f"{name}.conv1", x, runs, out, zero=True)
+    skip = h if h.shape[1] == runs * out else conv(w, f"{name}.skip", h, runs, out, k=1)
+    h = (x + skip) * SKIP
+    if h.shape[-1] in spec.attention:
+        h = attention(w, f"{name}.attn", h, runs)
+    return h
+
+
+def attention(w: Weights, name: str, h: Tensor, runs: int) -> Tensor:
+    """Multi-head self-attention over the pixels (64 channels a head, at least one head)."""
+    import torch.nn.functional as F
+
+    B, RC, H, W = h.shape
+    c = RC // runs
+    heads = max(1, c // 64)
+    qkv = conv(w, f"{name}.qkv", norm(w, f"{name}.norm", h, runs), runs, 3 * c, k=1)
+    q, k, v = qkv.reshape(B * runs, 3, heads, c // heads, H * W).transpose(-1, -2).unbind(1)
+    a = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(B, RC, H, W)
+    return (h + conv(w, f"{name}.proj", a, runs, c, k=1, zero=True)) * SKIP
+
+
+def unet(w: Weights, spec: UNet, x: Tensor, c_noise: Tensor, y: Tensor | None, keep: Tensor | None,
+         key: Tensor | None = None) -> Tensor:
+    """F(x, c_noise | y): x (R, B, C, H, W) -> (R, B, C, H, W). ``y`` (R, B) labels and ``keep`` (R, B) 1 for a
+    label, 0 for the null label (conditional models); ``key`` (R,) the dropout keys (training with dropout)."""
+    import torch
+    import torch.nn.functional as F
+
+    runs, B, C, H, W = x.shape
+    ch = spec.channels
+    # Embedding of the noise level and the label.
+    emb = positional_embedding(c_noise.expand(runs, B, 1, 1, 1).reshape(runs, B, 1).to(x.dtype), ch)
+    if spec.conditional:
+        table = w("label", (spec.classes, ch), ("uniform", 1))
+        emb = emb + keep[..., None] * torch.take_along_dim(table, y[..., None], 1)
+    emb = F.silu(linear(w, "map1", F.silu(linear(w, "map0", emb, 4 * ch)), 4 * ch))
+    # Encoder.
+    h = conv(w, "in", x.transpose(0, 1).reshape(B, runs * C, H, W), runs, ch * spec.mults[0])
+    if spec.channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
+    skips = [h]
+    for level, mult in enumerate(spec.mults):
+        if level > 0:
+            h = F.avg_pool2d(h, 2)
+            skips.append(h)
+        for i in range(spec.blocks):
+            h = block(w, f"enc{level}.{i}", h, emb, ch * mult, spec, key)
+            skips.append(h)
+    # Decoder, one skip connection per block.
+    for level, mult in reversed(list(enumerate(spec.mults))):
+        for i in range(spec.blocks + 1):
+            h = block(w, f"dec{level}.{i}", join(h, skips.pop(), runs), emb, ch * mult, spec, key)
+        if level > 0:
+            h = conv(w, f"up{level}", F.interpolate(h, scale_factor=2.0, mode="nearest"), runs, ch * spec.mults[level - 1])
+    h = conv(w, "out", F.silu(norm(w, "out", h, runs)), runs, C, zero=True)
+    return h.reshape(B, runs, C, H, W).transpose(0, 1).float()
+
+
+def init_weights(spec: UNet, shape: tuple[int, int, int], rng: RunRNG, device) -> dict[str, Tensor]:
+    """Per-run initial weights: U(-sqrt(3 / fan_in), sqrt(3 / fan_in)) (variance 1 / fan_in), zero biases and
+    zero last convs of residual branches, GroupNorm scales one. Run r's draws come from row r of ``rng``."""
+    import torch
+
+    recorder = Weights()
+    one = torch.zeros(1, 1, *shape)
+    unet(recorder, spec, one, torch.zeros(()), torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1))
+    weights = {}
+    for name, init in recorder.inits.items():
+        size = recorder.tensors[name].shape[1:]
+        if init[0] == "uniform":
+            value = (2 * rng.random(*size) - 1) * math.sqrt(3 / init[1])
+        else:
+            value = np.full((rng.n_runs, *size), 1.0 if init[0] == "one" else 0.0)
+        weights[name] = torch.as_tensor(value, dtype=torch.float32, device=device)
+    return weights
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fitted models.
+
+
+@dataclass(frozen=True)
+class UNetModel:
+    """One trained U-Net per run: ``weights`` (name -> (R, ...), the EMA weights when the spec keeps an EMA)
+    for images of ``shape`` (C, H, W)."""
+
+    spec: UNet
+    weights: dict
+    shape: tuple[int, int, int]
+
+    @property
+    def runs(self) -> int:
+        return next(iter(self.weights.values())).shape[0]
+
+    def denoise(self, x: Tensor, sigma, y: Tensor | None, w: float = 0.0) -> Tensor:
+        """D(x; sigma | y) with classifier-free guidance weight w (conditional models; w = 0: unguided)."""
+        import torch
+
+        if not self.spec.conditional:
+            return self.spec.denoiser(self.weights, x, sigma, None, None)
+        keep = torch.ones(y.shape, device=x.device)
+        if w == 0:
+            return self.spec.denoiser(self.weights, x, sigma, y, keep)
+        # Conditional and null-label denoisers in one pass.
+        both = self.spec.denoiser(self.weights, torch.cat([x, x], 1), sigma, torch.cat([y, y], 1), torch.cat([keep, 0 * keep], 1))
+        d_y, d_null = both.chunk(2, 1)
+        return (1 + w) * d_y - w * d_null
+
+    def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
+        return self.spec.generate(self, lambda x, sigma, y, w, step: self.denoise(x, sigma, y, w), n, rng, lam)
+
+
+@dataclass(frozen=True)
+class GuidedUNet:
+    """SIMS sampling: (1 + omega) D_base - omega D_aux on the guided steps, D_base elsewhere (as
+    madloop.models.diffusion.GuidedModel; lam's classifier-free guidance acts inside each D)."""
+
+    base: UNetModel
+    aux: UNetModel
+    omega: float
+    interval: tuple[float, float] = (0.0, 1.0)
+
+    def denoise(self, x: Tensor, sigma, y, w: float, step: int) -> Tensor:
+        lo, hi = self.interval
+        d = self.base.denoise(x, sigma, y, w)
+        if self.omega == 0 or not lo <= step / self.base.spec.steps < hi:
+            return d
+        return (1 + self.omega) * d - self.omega * self.aux.denoise(x, sigma, y, w)
+
+    def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
+        return self.base.spec.generate(self.base, self.denoise, n, rng, lam)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The spec.
+
+
+def check_images(spec: UNet, data: Samples, rng: RunRNG) -> None:
+    """What the unet family checks before a fit: images (C, H, W) in [0, 1] whose sides halve at every level,
+    one stream row per run, and labels in 0..classes-1 when the model is conditional."""
+    if len(data.item_shape) != 3:
+        raise MadloopError(f"the unet model needs images of shape (C, H, W), got items of shape {data.item_shape}")
+    if rng.n_runs != data.n_runs:
+        raise MadloopError(f"the random stream has {rng.n_runs} runs but the data has {data.n_runs}")
+    _, H, W = data.item_shape
+    f = 2 ** (len(spec.mults) - 1)
+    if H % f or W % f:
+        raise MadloopError(f"the unet's {len(spec.mults)} levels need image sides divisible by {f}, got {H}x{W}: "
+                           "use fewer mults or resize the images")
+    if not (np.isfinite(data.x).all() and data.x.min() >= 0 and data.x.max() <= 1):
+        raise MadloopError("the unet model needs pixel values in [0, 1]")
+    if spec.conditional:
+        if data.y is None:
+            raise MadloopError("the conditional unet needs labelled images (or set conditional=false)")
+        if data.y.min() < 0 or data.y.max() >= spec.classes:
+            raise MadloopError(f"the unet has classes={spec.classes} but the labels run from {data.y.min()} to {data.y.max()}")
+
+
+@MODELS.register("unet")
+@dataclass(frozen=True)
+class UNet:
+    """EDM diffusion on images with a compact U-Net per run (see the module docstring).
+
+    Network: ``channels`` base width, ``mults`` per-level width multipliers (len(mults) levels), ``blocks``
+    residual blocks per level, self-attention at the ``attention`` resolutions (image sides), ``dropout``.
+    Conditioning: ``conditional`` on ``classes`` labels, the null label used with probability
+    ``label_dropout`` in training (classifier-free guidance).
+    EDM: ``sigma_data`` (of pixels mapped to [-1, 1]), training noise ln sigma ~ N(p_mean, p_std^2), the
+    Heun sampler on ``steps`` Karras levels from sigma_max to sigma_min with exponent rho (2 steps - 1
+    network evaluations per sample).
+    Training: Adam (lr, EDM's betas) on minibatches of ``batch`` images per run, ``images`` training images
+    per run and fit; the learning rate ramps up linearly over the first ``warmup`` images; sampling uses an
+    EMA of the weights with a half-life of ``ema`` images, ramped up as in EDM (the half-life is at most
+    ``ema_rampup`` x the images seen so far); ema = 0 samples with the raw weights.
+    ``runs_per_pass``: runs evaluated together (0: all the chunk's runs as one grouped network, 1: a loop over
+    runs); ``device`` cpu|cuda|auto, ``dtype`` float32|bfloat16 (autocast; weights and Adam stay float32),
+    ``channels_last`` memory format for the convolutions (GPU).
+    """
+
+    channels: int = 32
+    mults: tuple[int, ...] = (1, 2)
+    blocks: int = 1
+    attention: tuple[int, ...] = ()
+    dropout: float = 0.0
+    conditional: bool = True
+    classes: int = 10
+    label_dropout: float = 0.1
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    steps: int = 12
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    lr: float = 2e-3
+    batch: int = 64
+    images: int = 32768
+    warmup: int = 2048
+    ema: float = 2048.0
+    ema_rampup: float = 0.1
+    runs_per_pass: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    channels_last: bool = False
+
+    def __post_init__(self):
+        for name in ("mults", "attention"):  # JSON gives lists
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        positive = {"channels": self.channels, "blocks": self.blocks, "classes": self.classes, "batch": self.batch,
+                    "images": self.images, "sigma_data": self.sigma_data, "p_std": self.p_std, "rho": self.rho,
+                    "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"unet needs a positive {name}, got {value}")
+        if self.channels < 4 or not self.mults or min(self.mults) < 1:
+            raise ValueError(f"unet needs channels >= 4 and mults of positive integers, got {self.channels} and {self.mults}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_dropout < 1:
+            raise ValueError(f"unet needs dropout and label_dropout in [0, 1), got {self.dropout} and {self.label_dropout}")
+        if self.steps < 2 or not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"unet needs steps >= 2 and 0 < sigma_min < sigma_max, got {self.steps}, {self.sigma_min}, {self.sigma_max}")
+        if self.images < self.batch:
+            raise ValueError(f"unet needs images >= batch (at least one step), got images={self.images}, batch={self.batch}")
+        if min(self.warmup, self.ema, self.ema_rampup, self.runs_per_pass) < 0:
+            raise ValueError("unet needs warmup, ema, ema_rampup and runs_per_pass >= 0")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    @property
+    def torch_device(self) -> torch.device:
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+        return torch.device(self.device)
+
+    # The network and the denoiser, for all runs at once or in passes of runs_per_pass runs.
+
+    def network(self, weights: dict, x: Tensor, c_noise: Tensor, y, keep, key=None) -> Tensor:
+        import torch
+
+        runs = x.shape[0]
+        G = self.runs_per_pass or runs
+        c_noise = c_noise.expand(runs, x.shape[1], 1, 1, 1)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
+            if G >= runs:
+                return unet(Weights(weights), self, x, c_noise, y, keep, key)
+            part = lambda a, r: None if a is None else a[r : r + G]
+            return torch.cat([unet(Weights({k: v[r : r + G] for k, v in weights.items()}), self, x[r : r + G],
+                                   c_noise[r : r + G], part(y, r), part(keep, r), part(key, r)) for r in range(0, runs, G)])
+
+    def denoiser(self, weights: dict, x: Tensor, sigma, y, keep, key=None) -> Tensor:
+        """D(x; sigma | y) for x (R, B, C, H, W) and sigma a number or (R, B, 1, 1, 1)."""
+        import torch
+
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        F = lambda x_in, c_noise: self.network(weights, x_in, c_noise, y, keep, key)
+        return edm_denoiser(F, x, sigma, self.sigma_data)
+
+    # Training.
+
+    def fit(self, data: Samples, rng: RunRNG) -> UNetModel:
+        """Train one network per run from scratch on that run's images."""
+        check_images(self, data, rng)
+        weights = init_weights(self, data.item_shape, rng.child(Role.INIT), self.torch_device)
+        return self._train(UNetModel(self, weights, data.item_shape), data, rng.child(Role.TRAIN), self.images)
+
+    def finetune(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
+        """A copy of ``model`` trained on ``images`` more training images (fresh Adam, warm-up and EMA, which
+        start from the model's weights); ``model`` is unchanged."""
+        check_images(self, data, rng)
+        if data.item_shape != model.shape:
+            raise MadloopError(f"cannot fine-tune a unet for images {model.shape} on images {data.item_shape}")
+        return self._train(model, data, rng.child(Role.TRAIN), images)
+
+    def guided(self, base: UNetModel, aux: UNetModel, omega: float, interval=(0.0, 1.0)) -> GuidedUNet:
+        """The SIMS model: (1 + omega) D_base - omega D_aux on the guided sampler steps (see GuidedUNet)."""
+        lo, hi = interval
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"the guidance interval needs 0 <= lo < hi <= 1, got {interval}")
+        if not math.isfinite(omega):
+            raise ValueError(f"omega must be a finite number, got {omega}")
+        if aux.spec != base.spec or aux.shape != base.shape:
+            raise ValueError("guidance needs an auxiliary model of the same spec and image shape as its base")
+        return GuidedUNet(base, aux, float(omega), (float(lo), float(hi)))
+
+    def draw(self, rng: RunRNG, batch: int, d: int) -> list:
+        """One step's per-run randomness, drawn on the host: noise levels ln sigma ~ N(p_mean, p_std^2)
+        (runs, batch, 1), noise n (runs, batch, d), the label mask keep (runs, batch: 0 = null label; None when
+        unconditional) and the dropout keys (runs,) (None without dropout)."""
+        sigma = np.exp(self.p_mean + self.p_std * rng.standard_normal(batch, 1, dtype=np.float32))
+        noise = rng.standard_normal(batch, d, dtype=np.float32)
+        keep = (rng.random(batch) >= self.label_dropout).astype(np.float32) if self.conditional else None
+        key = rng.integers(2**32, 1)[:, 0] if self.dropout > 0 else None
+        return [sigma, noise, keep, key]
+
+    def loss(self, weights: dict, shape: tuple, x: Tensor, y: Tensor | None, sigma: Tensor, noise: Tensor,
+             keep: Tensor | None, key: Tensor | None) -> Tensor:
+        """Each run's mean EDM loss (runs,) on images x (runs, batch, d) in [-1, 1] of ``shape``, labels y."""
+        runs = x.shape[0]
+
+        def D(x_noisy: Tensor, sigma: Tensor) -> Tensor:
+            images = x_noisy.reshape(runs, -1, *shape)
+            return self.denoiser(weights, images, sigma.reshape(runs, -1, 1, 1, 1), y, keep, key).reshape(x.shape)
+
+        return edm_loss(D, x, sigma, noise, self.sigma_data)  # flat images: its mean over axes (1, 2) is per run
+
+    def _train(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
+        """Adam on the sum over runs of each run's mean EDM loss, with an EMA of the weights."""
+        import torch
+
+        device, (runs, n), shape = self.torch_device, data.x.shape[:2], model.shape
+        x = torch.as_tensor(data.x.reshape(runs, n, -1) * 2 - 1, dtype=torch.float32, device=device)
+        y = torch.as_tensor(data.y, device=device) if self.conditional else None
+        params = {k: v.detach().clone().requires_grad_() for k, v in model.weights.items()}
+        ema = {k: v.detach().clone() for k, v in model.weights.items()}
+        opt = torch.optim.Adam(params.values(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
+        order, at = np.zeros((runs, 0), dtype=np.int64), 0
+        for step in range(images // self.batch):
+            # Each run's minibatch: the next images of its own stream of epoch permutations.
+            while order.shape[1] - at < self.batch:
+                order, at = np.concatenate([order[:, at:], rng.permutations(n)], axis=1), 0
+            index = torch.as_tensor(order[:, at : at + self.batch], device=device)
+            at += self.batch
+            draws = [None if a is None else torch.as_tensor(a, device=device) for a in self.draw(rng, self.batch, x.shape[2])]
+            y_b = None if y is None else torch.take_along_dim(y, index, 1)
+            loss = self.loss(params, shape, torch.take_along_dim(x, index[..., None], 1), y_b, *draws)
+            opt.zero_grad(set_to_none=False)
+            loss.sum().backward()
+            # Learning-rate warm-up, the Adam step, then the EMA (its half-life ramped up as in EDM).
+            seen = (step + 1) * self.batch
+            for group in opt.param_groups:
+                group["lr"] = self.lr * min(1.0, seen / self.warmup) if self.warmup else self.lr
+            opt.step()
+            if self.ema > 0:
+                halflife = min(self.ema, seen * self.ema_rampup) if self.ema_rampup else self.ema
+                beta = 0.5 ** (self.batch / max(halflife, 1e-8))
+                with torch.no_grad():
+                    for k, v in ema.items():
+                        v.lerp_(params[k], 1 - beta)
+        final = ema if self.ema > 0 else {k: v.detach() for k, v in params.items()}
+        return UNetModel(self, final, shape)
+
+    # Sampling.
+
+    def generate(self, model: UNetModel, denoise: Callable, n: int, rng: RunRNG, lam: float) -> Samples:
+        """n images per run with the Heun sampler on ``denoise(x, sigma, y, w, step)``, mapped to [0, 1]."""
+        check_sampling(lam, rng, model.runs)
+        import torch
+
+        device, runs, shape = next(iter(model.weights.values())).device, model.runs, model.shape
+        y = None
+        if self.conditional:  # balanced labels, shuffled per run
+            y = (np.arange(n) % self.classes)[rng.permutations(n)]
+        z = rng.standard_normal(n, *shape, dtype=np.float32)
+        if not self.conditional:
+            z *= np.float32(math.sqrt(lam))  # reduced temperature
+        w = 1 / lam - 1 if self.conditional else 0.0
+        sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
+        out = np.empty((runs, n, *shape), dtype=np.float32)
+        chunk = max(1, SAMPLE_ROWS // min(self.runs_per_pass or runs, runs) // (2 if w else 1))
+        with torch.no_grad():
+            for i in range(0, n, chunk):
+                y_i = None if y is None else torch.as_tensor(y[:, i : i + chunk], device=device)
+                x = torch.as_tensor(z[:, i : i + chunk], device=device) * float(sigmas[0])
+                x = heun_sampler(lambda x, sigma, step, y_i=y_i: denoise(x, sigma, y_i, w, step), x, sigmas)
+                out[:, i : i + chunk] = ((x + 1) / 2).clamp(0, 1).cpu().numpy()
+        return Samples(out, y)
