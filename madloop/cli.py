@@ -235,6 +235,17 @@ def run(
     accumulate: Optional[bool] = typer.Option(None, "--accumulate/--replace", help="keep all past synthetic sets"),
     budget: Optional[int] = typer.Option(None, metavar="INTEGER", help="subsample accumulated synthetic data to this size"),
     lam: Optional[float] = typer.Option(None, metavar="NUMBER", help="sampling bias lambda in (0, 1]; 1 = unbiased"),
+    real_weight: Optional[float] = typer.Option(None, metavar="NUMBER",
+                                                help="share w in [0, 1] of the training objective on real data "
+                                                     "(augmentation, fresh; default: the count share)"),
+    curate: Optional[str] = typer.Option(None, metavar="NAME",
+                                         help="keep the synthetic samples a verifier accepts: oracle | quantile"),
+    curate_strength: Optional[float] = typer.Option(None, metavar="NUMBER",
+                                                    help="oracle: exponent s in [0, 1] (default 1); quantile: q in "
+                                                         "[0, 0.95] (default 0.5)"),
+    correct: Optional[float] = typer.Option(None, metavar="NUMBER",
+                                            help="self-correction: Langevin time on log p_r per synthetic sample"),
+    correct_steps: Optional[int] = typer.Option(None, metavar="INTEGER", help="Langevin steps of the correction"),
     gens: Optional[int] = typer.Option(None, metavar="INTEGER", help="generations T"),
     runs: Optional[int] = typer.Option(None, metavar="INTEGER", help="Monte-Carlo runs R"),
     seed: Optional[int] = typer.Option(None, metavar="INTEGER", help="root of every random stream"),
@@ -262,7 +273,9 @@ def run(
     """Run a self-consuming loop and store its tidy table, summary and figure."""
     start = time.perf_counter()
     given = {k: v for k, v in dict(loop=loop, data=data, model=model, algo=algo, n_real=n_real, n_synth=n_synth,
-                                   accumulate=accumulate, budget=budget, lam=lam, gens=gens, runs=runs, seed=seed,
+                                   accumulate=accumulate, budget=budget, lam=lam, real_weight=real_weight,
+                                   curate=curate, curate_strength=curate_strength, correct=correct,
+                                   correct_steps=correct_steps, gens=gens, runs=runs, seed=seed,
                                    every=every, n_eval=n_eval, n_ref=n_ref, path=path,
                                    store_runs=store_runs).items() if v is not None}
     if metrics is not None:

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 
+from madloop import remedies
 from madloop.models.exact import ExactGaussian, StatsData, StatsModel
 
 METRICS = ("true_w2", "true_kl", "model_trace", "model_logdet")
 
 
 def applies(cfg) -> bool:
-    """The ``gaussian`` model on ``gaussian`` data with standard training and no budget (subsampling a
-    pooled set to a budget is not a function of its statistics)."""
-    return (cfg.model, cfg.data, cfg.algo, cfg.budget) == ("gaussian", "gaussian", "standard", None)
+    """The ``gaussian`` model on ``gaussian`` data with standard training, no budget, and no curation or
+    correction that changes S^t (subsampling a pooled set to a budget, curating or moving its points is not
+    a function of its statistics). Real-data weighting pools weighted statistics (models/exact.py)."""
+    return ((cfg.model, cfg.data, cfg.algo, cfg.budget) == ("gaussian", "gaussian", "standard", None)
+            and not remedies.active(cfg))
 
 
 def parts(cfg, base):

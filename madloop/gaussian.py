@@ -17,14 +17,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def mean_cov(x: np.ndarray, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mean_cov(x: np.ndarray, ddof: int = 0, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-run mean (runs, d) and covariance (runs, d, d) of points x (runs, n, d).
 
-    ddof = 0 gives the maximum-likelihood fit (divides by n), ddof = 1 the unbiased covariance.
+    ddof = 0 gives the maximum-likelihood fit (divides by n), ddof = 1 the unbiased covariance. With weights
+    w (runs, n), normalised per run to v = w / sum w: mean = sum v x, cov = sum v (x - mean)(x - mean)^T,
+    divided by 1 - sum v^2 for ddof = 1 (the reliability-weights correction; equal weights give n - 1).
     """
-    mean = x.mean(axis=1)
+    if w is None:
+        mean = x.mean(axis=1)
+        xc = x - mean[:, None, :]
+        return mean, np.einsum("rni,rnj->rij", xc, xc) / (x.shape[1] - ddof)
+    v = w / w.sum(axis=1, keepdims=True)
+    mean = np.einsum("rn,rni->ri", v, x)
     xc = x - mean[:, None, :]
-    return mean, np.einsum("rni,rnj->rij", xc, xc) / (x.shape[1] - ddof)
+    return mean, np.einsum("rn,rni,rnj->rij", v, xc, xc) / (1 - ddof * (v * v).sum(1))[:, None, None]
 
 
 def _eigen_factor(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

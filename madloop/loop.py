@@ -10,13 +10,18 @@ Generation t trains G^t = A(D^t) and draws the synthetic set S^t from it:
 With ``accumulate`` every S^1..S^(t-1) is kept instead of S^(t-1) alone, optionally subsampled to a
 fixed ``budget``. Synthetic sets are drawn with the sampling bias ``lam``; real data never is.
 Symbols: n_real = |D_r| = |R^t|, n_synth = |S^t|, lam = the paper's lambda.
+
+Remedies (madloop/remedies.py): with ``real_weight`` w the real part of D^t carries the share w of the
+training objective and the synthetic part 1 - w; ``curate`` and ``correct`` change S^t as it is drawn,
+before any training set takes it in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from madloop import remedies
 from madloop.registry import Registry
 from madloop.rng import Role, Streams
 from madloop.samples import Samples
@@ -56,13 +61,15 @@ class LoopState:
 
 @dataclass(frozen=True)
 class Generation:
-    """What generation t of a chunk produced: its training-set size, model G^t, synthetic set S^t."""
+    """What generation t of a chunk produced: its training-set size, model G^t, synthetic set S^t (after
+    the remedies), and the remedies' per-run costs (``accepted``: curation's accepted share)."""
 
     gen: int
     n_train: int
     model: Any
     synth: Samples
     state: LoopState
+    cost: dict = field(default_factory=dict)
 
 
 def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iterator[Generation]:
@@ -77,17 +84,21 @@ def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iter
     if state is None:
         state = LoopState(0, parts.data.sample(cfg.n_real, streams.at(0, Role.REAL)), [], None)
     real, kept, model = state.real, state.kept, state.model
+    w = cfg.real_weight
     for t in range(state.gen + 1, cfg.gens + 1):
-        # Training set D^t.
+        # Training set D^t; with real_weight w, its real part carries the share w of the objective.
         if t == 1:
             train = real
         else:
             synth = join(kept)
             if cfg.budget is not None and synth.n > cfg.budget:
                 synth = synth.take(streams.at(t, Role.BUDGET).permutations(synth.n, cfg.budget))
-            train = loop(real, synth, lambda: parts.data.sample(cfg.n_real, streams.at(t, Role.REAL)))
+            train = loop(remedies.weigh(real, w), remedies.weigh(synth, None if w is None else 1 - w),
+                         lambda: remedies.weigh(parts.data.sample(cfg.n_real, streams.at(t, Role.REAL)), w))
         # G^t = A(D^t), then S^t with sampling bias lam.
         model = parts.algo.train(parts.model, train, streams.at(t, Role.TRAIN), model)
         synth_t = model.sample(cfg.n_synth, streams.at(t, Role.SYNTH), cfg.lam)
+        # Curation and self-correction of S^t, before any training set takes it in.
+        synth_t, cost = remedies.apply(cfg, parts.data, model, synth_t, streams, t)
         kept = kept + [synth_t] if cfg.accumulate else [synth_t]
-        yield Generation(t, train.n, model, synth_t, LoopState(t, real, kept, model))
+        yield Generation(t, train.n, model, synth_t, LoopState(t, real, kept, model), cost)

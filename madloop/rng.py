@@ -36,6 +36,9 @@ class Role:
     EVAL = "eval"  # the n_eval samples that the metrics measure (a real sample at t = 0)
     REFERENCE = "reference"  # the n_ref real points that every run is measured against (shared)
     GRID = "grid"  # the fixed noise and labels of the image grids (drawn at t = 0, reused by every generation)
+    CANDIDATES = "candidates"  # curation: the candidates drawn from G^t beyond S^t's own n_synth
+    CURATE = "curate"  # curation: the verifier's accept / reject draws
+    CORRECT = "correct"  # self-correction: the Langevin steps' noise and Metropolis draws
     # Sub-streams of a training stream (RunRNG.child):
     FIT = "fit"  # a model family's fit
     INIT = "init"  # network initialisation

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from madloop import exact_path
+from madloop import exact_path, remedies
 from madloop.config.presets import PRESETS, implied
 from madloop.config.schema import CORE_FIELDS, OPTION_TABLES, RunConfig, freeze, read_config_file
 from madloop.errors import MadloopError
@@ -72,10 +72,15 @@ def resolve(settings: Mapping[str, Any] = (), *, preset: str | None = None,
     # Build each component once; its options, defaults included, go into the config.
     built = {kind: component(kind, names[kind], options[kind]) for kind in COMPONENTS}
     cfg = RunConfig(**given, **{f"{kind}_options": options_of(c) for kind, c in built.items()})
+    if cfg.curate in remedies.CURATORS and cfg.curate_strength is None:
+        cfg = dataclasses.replace(cfg, curate_strength=remedies.DEFAULT_STRENGTH[cfg.curate])
+    _check_remedies(cfg, built)
     if cfg.path == "auto":
         cfg = dataclasses.replace(cfg, path="exact" if exact_path.applies(cfg) else "samples")
     if "metrics" not in given:
         cfg = dataclasses.replace(cfg, metrics=DEFAULT_METRICS.get(cfg.path, cfg.metrics))
+    if cfg.curate is not None and "accepted" not in cfg.metrics:
+        cfg = dataclasses.replace(cfg, metrics=(*cfg.metrics, "accepted"))  # curation's cost is always recorded
     _check(cfg, built)
     return cfg
 
@@ -186,9 +191,53 @@ def type_name(hint: Any, plural: bool = False) -> str:
     return WORDS[hint][plural] if hint in WORDS else getattr(hint, "__name__", str(hint))
 
 
+def _able(registry, capability: str) -> str:
+    return ", ".join(n for n in registry.names() if getattr(registry[n], capability, False)) or "none"
+
+
+def _check_remedies(cfg: RunConfig, built: Mapping[str, Any]) -> None:
+    """The remedies' settings (madloop/remedies.py), and whether the model family and data source can do them."""
+    if cfg.real_weight is not None:
+        if not 0 <= cfg.real_weight <= 1:
+            raise MadloopError(f"real_weight must be in [0, 1], got {cfg.real_weight!r}")
+        if cfg.loop == "fully_synthetic":
+            raise MadloopError("real_weight weighs real against synthetic data, but the fully synthetic loop trains on "
+                               "synthetic data alone: use loop augmentation or fresh")
+        if not getattr(MODELS[cfg.model], "weighted", False):
+            raise MadloopError(f"real_weight needs a model family whose fit takes sample weights; '{cfg.model}' does not "
+                               f"(use one of: {_able(MODELS, 'weighted')})")
+    if cfg.curate is None:
+        if cfg.curate_strength is not None:
+            raise MadloopError("curate_strength sets the strength of curation: it needs curate (oracle or quantile)")
+    else:
+        if cfg.curate not in remedies.CURATORS:
+            raise MadloopError(f"curate must be one of: {', '.join(remedies.CURATORS)}; got '{cfg.curate}'")
+        low, high = remedies.STRENGTH_RANGE[cfg.curate]
+        if cfg.curate_strength is None or not low <= cfg.curate_strength <= high:
+            raise MadloopError(f"curate_strength of {cfg.curate} curation must be in [{low:g}, {high:g}], "
+                               f"got {cfg.curate_strength!r}")
+        if cfg.curate == "oracle" and not getattr(MODELS[cfg.model], "density", False):
+            raise MadloopError(f"oracle curation needs the density of the model's samples; the '{cfg.model}' family has "
+                               f"none (use one of: {_able(MODELS, 'density')}, or curate quantile)")
+        if not hasattr(built["data"], "log_prob"):
+            raise MadloopError(f"{cfg.curate} curation needs the density of p_r; data source '{cfg.data}' does not know "
+                               f"it (use one of: {_able(DATA, 'log_prob')})")
+    if cfg.correct is not None:
+        if cfg.correct < 0:
+            raise MadloopError(f"correct (the strength of self-correction) must be >= 0, got {cfg.correct!r}")
+        if not hasattr(built["data"], "score"):
+            raise MadloopError(f"correct takes Langevin steps on log p_r, which needs its gradient; data source "
+                               f"'{cfg.data}' does not know it (use one of: {_able(DATA, 'score')})")
+    if cfg.correct_steps < 1:
+        raise MadloopError(f"correct_steps must be a positive integer, got {cfg.correct_steps!r}")
+
+
 def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
     """The settings' values and how they go together; ``built``: the components (``components``)."""
     LOOPS[cfg.loop]  # raises with the valid choices
+    _check_remedies(cfg, built)
+    if "accepted" in cfg.metrics and cfg.curate is None:
+        raise MadloopError("metric 'accepted' is curation's accepted share: it needs curate")
     for name in cfg.metrics:
         METRICS[name]
     needs = getattr(ALGOS[cfg.algo], "needs", ())
@@ -214,7 +263,8 @@ def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
     if cfg.path not in ("auto", "exact", "samples"):
         raise MadloopError(f"path must be auto, exact or samples, got '{cfg.path}'")
     if cfg.path == "exact" and not exact_path.applies(cfg):
-        raise MadloopError("path 'exact' needs model gaussian, data gaussian, algo standard and no budget")
+        raise MadloopError("path 'exact' needs model gaussian, data gaussian, algo standard, no budget and no curation "
+                           "or correction")
     need = getattr(built["model"], "min_points", None)
     if need is not None and smallest_training_set(cfg) < need:
         raise MadloopError(f"model '{cfg.model}' needs at least {need} training points per run; the smallest training "

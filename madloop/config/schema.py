@@ -30,6 +30,14 @@ class RunConfig:
     p_r shared by all runs; generation 0 holds the same metrics for a real sample of size n_eval, the
     floor that no model can beat at these sample sizes.
 
+    Remedies (madloop/remedies.py; SPEC section 4b): ``real_weight`` w in [0, 1] is the share of the
+    training objective that the real data carries in a generation that trains on real and synthetic data
+    (None: proportional to the counts); ``curate`` ("oracle" or "quantile") keeps the synthetic samples a
+    verifier accepts, at ``curate_strength`` (oracle: the exponent s in [0, 1] of the acceptance
+    probability (p_r / p_model / M)^s, default 1; quantile: the quantile q in [0, 0.95] the score log p_r
+    must reach, default 0.5); ``correct`` moves each synthetic sample toward p_r by ``correct_steps``
+    Metropolis-adjusted Langevin steps on log p_r, for a Langevin time of ``correct`` (the strength).
+
     path: "exact" draws the sufficient statistics of Gaussian data instead of samples (see
     madloop/exact_path.py), "samples" materialises every set, "auto" takes the exact path wherever it
     applies; its default metrics are closed-form distances to the truth. Per-run rows are stored for
@@ -48,6 +56,11 @@ class RunConfig:
     accumulate: bool = False
     budget: int | None = None
     lam: float = 1.0
+    real_weight: float | None = None
+    curate: str | None = None
+    curate_strength: float | None = None
+    correct: float | None = None
+    correct_steps: int = 10
     gens: int = 50
     runs: int = 1000
     seed: int = 0

@@ -18,6 +18,12 @@ eigenvalues (about 1 run in 2000 after 100 fits of n = 10 points in 2D).
 
 Subsampling a pooled set to a budget is not a function of the statistics, so that case stays on the
 sample path.
+
+Real-data weighting gives each set a share of the objective: a set of n points with share W weighs
+v = W / n per point. The weighted fit reads the total weight sum v, the weighted mean and the weighted
+scatter sum v (x - xbar)(x - xbar)^T, which pool like the unweighted ones with the weights in place of the
+counts (``Stats.weighted``, ``Stats.concat``); its covariance is the weighted scatter over sum v, or over
+sum v - sum v^2 / sum v when unbiased (n - 1 for equal weights).
 """
 
 from __future__ import annotations
@@ -38,12 +44,16 @@ class Stats:
     """The sufficient statistics of n points per run: mean (runs, d) and scatter (runs, d, d).
 
     ``root``: a lower-triangular B (runs, d, d) with B B^T = scatter, where the draw knows one.
+    ``weight``, ``weight_sq``: the sum of the points' weights and of their squares, when the points carry
+    weights (``weighted``); mean and scatter are then the weighted ones. None: one unit per point.
     """
 
     n: int
     mean: np.ndarray
     scatter: np.ndarray
     root: np.ndarray | None = None
+    weight: float | None = None
+    weight_sq: float | None = None
 
     def __post_init__(self):
         runs, d = self.mean.shape if self.mean.ndim == 2 else (-1, -1)
@@ -62,16 +72,29 @@ class Stats:
         mean, cov = mean_cov(x)
         return Stats(x.shape[1], mean, cov * x.shape[1])
 
+    def weighted(self, share: float) -> "Stats":
+        """The statistics of these points each weighing share / n (the set carries ``share`` of the objective)."""
+        v = share / self.n
+        root = None if self.root is None else np.sqrt(v) * self.root
+        return Stats(self.n, self.mean, v * self.scatter, root, share, share * v)
+
     @staticmethod
     def concat(parts: list["Stats"]) -> "Stats":
-        """The statistics of the pooled sets, run by run (exact: the scatter gains each part's mean shift)."""
+        """The statistics of the pooled sets, run by run (exact: the scatter gains each part's mean shift,
+        weighted by the part's count, or by its weight when the parts carry weights)."""
         if len(parts) == 1:
             return parts[0]  # keeps the root
-        n = sum(p.n for p in parts)
-        mean = sum(p.n * p.mean for p in parts) / n
+        weighted = [p.weight is not None for p in parts]
+        if any(weighted) and not all(weighted):
+            raise ValueError("cannot pool weighted and unweighted statistics")
+        mass = [p.weight if p.weight is not None else p.n for p in parts]
+        total = sum(mass)
+        mean = sum(m * p.mean for m, p in zip(mass, parts)) / total
         shifts = [p.mean - mean for p in parts]
-        scatter = sum(p.scatter + p.n * u[:, :, None] * u[:, None, :] for p, u in zip(parts, shifts))
-        return Stats(n, mean, scatter)
+        scatter = sum(p.scatter + m * u[:, :, None] * u[:, None, :] for m, p, u in zip(mass, parts, shifts))
+        if not all(weighted):
+            return Stats(total, mean, scatter)
+        return Stats(sum(p.n for p in parts), mean, scatter, None, total, sum(p.weight_sq for p in parts))
 
 
 def bartlett(m: int, d: int, rng: RunRNG) -> np.ndarray:
@@ -157,13 +180,17 @@ class StatsModel:
 
 @dataclass(frozen=True)
 class ExactGaussian:
-    """The ``gaussian`` model's fit from statistics: cov = S / n, or S / (n - 1) with ``unbiased=True``."""
+    """The ``gaussian`` model's fit from statistics: cov = S / n, or S / (n - 1) with ``unbiased=True``
+    (weighted statistics: S / sum v, or S / (sum v - sum v^2 / sum v))."""
 
     unbiased: bool = False
 
     def fit(self, stats: Stats, rng: RunRNG) -> StatsModel:
         if stats.n <= self.unbiased:
             raise ValueError(f"the unbiased covariance needs at least 2 points per run, got {stats.n}")
-        scale = stats.n - self.unbiased
+        if stats.weight is None:
+            scale = stats.n - self.unbiased
+        else:
+            scale = stats.weight - self.unbiased * stats.weight_sq / stats.weight
         root = None if stats.root is None else stats.root / np.sqrt(scale)
         return StatsModel(stats.mean, stats.scatter / scale, root)

@@ -32,12 +32,18 @@ class GaussianModel:
 @MODELS.register("gaussian")
 @dataclass(frozen=True)
 class Gaussian:
-    """Maximum-likelihood fit (covariance divides by n); ``unbiased=True`` divides by n - 1."""
+    """Maximum-likelihood fit (covariance divides by n); ``unbiased=True`` divides by n - 1.
+
+    With per-sample weights (real-data weighting) the fit is the weighted maximum-likelihood one
+    (madloop.gaussian.mean_cov).
+    """
 
     unbiased: bool = False
     min_points = 2  # the fewest training points per run whose covariance is not zero
+    weighted = True  # fits read per-sample weights (Samples.w): weighted mean and covariance
+    density = True  # fitted models give log_prob
 
     def fit(self, data: Samples, rng: RunRNG) -> GaussianModel:
         check_points("gaussian", data, rng)
-        mean, cov = mean_cov(data.x, ddof=int(self.unbiased))
+        mean, cov = mean_cov(data.x, ddof=int(self.unbiased), w=data.w)
         return GaussianModel(mean, cov)

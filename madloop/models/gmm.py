@@ -17,6 +17,11 @@ Lloyd's k-means, then one M step on the hard cluster assignments. From there EM 
 and ends higher than a hundred iterations from madloop's former start (every component at the data's
 covariance) did.
 
+Weighted fit (real-data weighting): with per-point weights scaled to v_n = n w_n / sum w (so that sum v = n),
+every sum over points above weighs point n by v_n (r_kn -> v_n r_kn, ell -> (1/n) sum_n v_n log ...), and so
+do the k-means++ draws, Lloyd's means and the first M step: integer weights give the fit of the data with
+each point repeated v_n times. Without weights the arithmetic is the unweighted one.
+
 Inside, a run's points are the columns of an array xt (runs, d, n) and per-point quantities are
 (runs, k, n), so that every sum over points runs along contiguous memory.
 """
@@ -61,18 +66,25 @@ def gaussian_log_density_2d(xt: np.ndarray, mean: np.ndarray, cov: np.ndarray) -
     return -0.5 * (((c / det) * dx - (2 * b / det) * dy) * dx + (a / det) * dy * dy + (np.log(det) + 2 * LOG_2PI))
 
 
-def e_step(xt: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities r (runs, k, n) and the mean log-likelihood ell (runs,) of the parameters given."""
+def e_step(xt: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray,
+           v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities r (runs, k, n) and the mean log-likelihood ell (runs,) of the parameters given
+    (weighted by the point weights v (runs, n), if given)."""
     log_density = gaussian_log_density_2d if xt.shape[1] == 2 else gaussian_log_density
     log_p = log_w[..., None] + log_density(xt, mean, cov)
     top = log_p.max(1, keepdims=True)
     p = np.exp(log_p - top)
     total = p.sum(1, keepdims=True)
-    return (top + np.log(total))[:, 0].mean(-1), p / total
+    ell = (top + np.log(total))[:, 0]
+    return (ell if v is None else v * ell).mean(-1), p / total
 
 
-def m_step(xt: np.ndarray, resp: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted moments: log weights (runs, k), means (runs, k, d), covariances (runs, k, d, d)."""
+def m_step(xt: np.ndarray, resp: np.ndarray, reg: float,
+           v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted moments: log weights (runs, k), means (runs, k, d), covariances (runs, k, d, d); the
+    responsibilities are weighed by the point weights v (runs, n), if given."""
+    if v is not None:
+        resp = resp * v[:, None, :]
     nk = resp.sum(-1) + 1e-10  # an empty component keeps a tiny mass instead of dividing by zero
     mean = resp @ np.swapaxes(xt, 1, 2) / nk[..., None]
     diff = xt[:, None] - mean[..., None]  # (runs, k, d, n)
@@ -81,8 +93,9 @@ def m_step(xt: np.ndarray, resp: np.ndarray, reg: float) -> tuple[np.ndarray, np
 
 
 def em(xt: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray, reg: float, tol: float,
-       iters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """EM from the given parameters until each run's ell changes by less than tol, or ``iters`` times.
+       iters: int, v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """EM from the given parameters until each run's ell changes by less than tol, or ``iters`` times
+    (points weighed by v (runs, n), if given).
 
     Returns the final parameters and the number of iterations each run used. Only the runs still going
     are computed (converged ones leave the batch), so no run's numbers depend on the others'.
@@ -90,10 +103,10 @@ def em(xt: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray, reg
     log_w, mean, cov = log_w.copy(), mean.copy(), cov.copy()
     ell = np.full(xt.shape[0], -np.inf)
     used = np.zeros(xt.shape[0], dtype=int)
-    live, xt_live = np.arange(xt.shape[0]), xt
+    live, xt_live, v_live = np.arange(xt.shape[0]), xt, v
     for it in range(1, iters + 1):
-        ell_live, resp = e_step(xt_live, log_w[live], mean[live], cov[live])
-        log_w[live], mean[live], cov[live] = m_step(xt_live, resp, reg)
+        ell_live, resp = e_step(xt_live, log_w[live], mean[live], cov[live], v_live)
+        log_w[live], mean[live], cov[live] = m_step(xt_live, resp, reg, v_live)
         used[live] = it
         # Stopping rule: the change of ell, measured before this iteration's M step (as scikit-learn).
         going = ~(np.abs(ell_live - ell[live]) < tol)
@@ -102,7 +115,7 @@ def em(xt: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray, reg
             live = live[going]
             if not live.size:
                 break
-            xt_live = xt[live]
+            xt_live, v_live = xt[live], None if v is None else v[live]
     return log_w, mean, cov, used
 
 
@@ -117,29 +130,36 @@ def seeding_draws(rng: RunRNG, k: int) -> np.ndarray:
     return rng.random(k, 2 + int(np.log(k)))
 
 
-def kmeans_pp(xt: np.ndarray, u: np.ndarray) -> np.ndarray:
+def kmeans_pp(xt: np.ndarray, u: np.ndarray, v: np.ndarray | None = None) -> np.ndarray:
     """Greedy k-means++ seeds for every run at once, from the uniform numbers u = seeding_draws(): (runs, k, d).
 
     The first seed is a uniformly drawn point; each next one is the best (lowest sum of squared distances
     to the nearest seed) of 2 + log k candidates, each drawn with probability proportional to its squared
     distance to the nearest seed so far (Arthur and Vassilvitskii 2007; scikit-learn's choice of trials).
+    With point weights v (runs, n) every draw and sum weighs each point by its weight.
     """
     runs, _, n = xt.shape
     points, rows = np.swapaxes(xt, 1, 2), np.arange(runs)
-    seeds = [points[rows, np.minimum((u[:, 0, 0] * n).astype(int), n - 1)]]
+    if v is None:
+        first = (u[:, 0, 0] * n).astype(int)
+    else:
+        cdf = np.cumsum(v, axis=1)
+        first = (cdf < u[:, 0, :1] * cdf[:, -1:]).sum(-1)
+    seeds = [points[rows, np.minimum(first, n - 1)]]
     d2 = squared_distances(xt, seeds[0][:, None])[:, 0]  # (runs, n)
     for j in range(1, u.shape[1]):
-        cdf = np.cumsum(d2, axis=1)
+        cdf = np.cumsum(d2 if v is None else v * d2, axis=1)
         pick = np.minimum((cdf[:, None, :] < u[:, j, :, None] * cdf[:, None, -1:]).sum(-1), n - 1)  # (runs, trials)
         near = np.minimum(d2[:, None], squared_distances(xt, points[rows[:, None], pick]))  # (runs, trials, n)
-        best = near.sum(-1).argmin(1)
+        best = (near if v is None else v[:, None] * near).sum(-1).argmin(1)
         seeds.append(points[rows, pick[rows, best]])
         d2 = near[rows, best]
     return np.stack(seeds, axis=1)
 
 
-def kmeans(xt: np.ndarray, centers: np.ndarray, iters: int = LLOYD_ITERS) -> np.ndarray:
-    """Lloyd's algorithm: the cluster of every point (runs, n) once no point changes cluster (or after iters).
+def kmeans(xt: np.ndarray, centers: np.ndarray, iters: int = LLOYD_ITERS, v: np.ndarray | None = None) -> np.ndarray:
+    """Lloyd's algorithm: the cluster of every point (runs, n) once no point changes cluster (or after iters);
+    with point weights v (runs, n) each center moves to its cluster's weighted mean.
 
     A run whose clusters no longer change is a fixed point (its centers are recomputed to the same
     numbers), so iterating it further while other runs go on changes nothing.
@@ -148,19 +168,22 @@ def kmeans(xt: np.ndarray, centers: np.ndarray, iters: int = LLOYD_ITERS) -> np.
     labels = squared_distances(xt, centers).argmin(1)
     for _ in range(iters):
         member = labels[:, None, :] == np.arange(k)[:, None]  # (runs, k, n)
+        if v is not None:
+            member = member * v[:, None, :]
         size = member.sum(-1)[..., None]
         # Each center moves to its cluster's mean; an empty cluster's center stays.
-        centers = np.where(size > 0, member @ np.swapaxes(xt, 1, 2) / np.maximum(size, 1), centers)
+        centers = np.where(size > 0, member @ np.swapaxes(xt, 1, 2) / np.where(size > 0, size, 1), centers)
         labels, previous = squared_distances(xt, centers).argmin(1), labels
         if (labels == previous).all():
             break
     return labels
 
 
-def initial_params(xt: np.ndarray, u: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def initial_params(xt: np.ndarray, u: np.ndarray, reg: float,
+                   v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EM's start: the M step on k-means clusters grown from k-means++ seeds (scikit-learn's default)."""
-    labels = kmeans(xt, kmeans_pp(xt, u))
-    return m_step(xt, (labels[:, None, :] == np.arange(u.shape[1])[:, None]).astype(float), reg)
+    labels = kmeans(xt, kmeans_pp(xt, u, v), v=v)
+    return m_step(xt, (labels[:, None, :] == np.arange(u.shape[1])[:, None]).astype(float), reg, v)
 
 
 def columns(x: np.ndarray) -> np.ndarray:
@@ -212,6 +235,8 @@ class GMM:
     iters: int = 100
     tol: float = 1e-3
     reg: float = 1e-6
+    weighted = True  # fits read per-sample weights (Samples.w): weighted EM
+    density = True  # fitted models give log_prob
 
     def __post_init__(self):
         if self.k < 1 or self.iters < 1 or self.tol < 0:
@@ -229,10 +254,12 @@ class GMM:
             raise MadloopError(f"gmm with k={self.k} components needs at least {self.min_points} training points "
                                f"per run, got {data.n}: lower model.k or raise n_real / n_synth")
         xt, u = columns(data.x), seeding_draws(rng, self.k)
+        v = None if data.w is None else data.n * data.w / data.w.sum(1, keepdims=True)
         # Runs go through in blocks that fit in a cache: twice as fast as all at once, and the same numbers.
         size, parts = max(1, BLOCK // (self.k * data.n)), []
         for s in range(0, len(xt), size):
-            block = xt[s : s + size]
-            parts.append(em(block, *initial_params(block, u[s : s + size], self.reg), self.reg, self.tol, self.iters))
+            block, vb = xt[s : s + size], None if v is None else v[s : s + size]
+            start = initial_params(block, u[s : s + size], self.reg, vb)
+            parts.append(em(block, *start, self.reg, self.tol, self.iters, vb))
         log_w, mean, cov, used = (np.concatenate(a) for a in zip(*parts))
         return MixtureModel(np.exp(log_w - logsumexp(log_w, axis=1, keepdims=True)), mean, cov, used)
