@@ -1,4 +1,9 @@
-"""Real-data sources: a draw of n points per run from p_r, vectorised over runs."""
+"""Real-data sources: a draw of n points per run from p_r, vectorised over runs.
+
+Sources that know p_r in closed form also give its log density ``log_prob(x)`` and its score
+``score(x)`` = grad log p_r(x) for points x (runs, n, d): curation and self-correction use them
+(madloop/remedies.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
-from madloop.gaussian import psd_sqrt
+from madloop.gaussian import component_log_densities, mixture_log_density, psd_sqrt
 from madloop.registry import DATA
 from madloop.rng import RunRNG
 from madloop.samples import Samples
@@ -40,6 +46,15 @@ class GaussianData:
     def sample(self, n: int, rng: RunRNG) -> Samples:
         mean, cov = self.truth
         return Samples(mean + rng.standard_normal(n, len(mean)) @ psd_sqrt(cov).T)
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        mean, cov = self.truth
+        return mixture_log_density(x, np.zeros((1, 1)), mean[None, None], cov[None, None])
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """-Sigma^-1 (x - mu)."""
+        mean, cov = self.truth
+        return -(x - mean) @ np.linalg.inv(cov)
 
 
 @register("mixture")
@@ -87,6 +102,22 @@ class MixtureData:
     def component_weights(self) -> np.ndarray:
         k = len(self.component_means)
         return np.full(k, 1.0 / k) if self.weights is None else np.asarray(self.weights, float)
+
+    def _components(self, x: np.ndarray) -> np.ndarray:
+        """log w_k + log N(x | mu_k, std^2 I): (runs, k, n)."""
+        means = self.component_means
+        cov = self.std**2 * np.eye(means.shape[1])
+        return component_log_densities(x, np.log(self.component_weights)[None], means[None],
+                                       np.broadcast_to(cov, (1, len(means), *cov.shape)))
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        return logsumexp(self._components(x), axis=1)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """sum_k r_k(x) (mu_k - x) / std^2, r_k(x) the posterior of component k."""
+        log_p = self._components(x)
+        r = np.exp(log_p - logsumexp(log_p, axis=1, keepdims=True))
+        return (np.einsum("rkn,kd->rnd", r, self.component_means) - x) / self.std**2
 
     def sample(self, n: int, rng: RunRNG) -> Samples:
         means, cdf = self.component_means, np.cumsum(self.component_weights)

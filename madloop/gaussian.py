@@ -10,11 +10,17 @@ A covariance Sigma has three factors here, each for its own job:
 
 All three accept singular Sigma. Which factor a draw uses decides its random numbers, so swapping one
 for another changes results: they are three functions, not one.
+
+Densities: ``gaussian_log_density`` (closed-form at d = 2) of points under stacks of Gaussians, and
+``mixture_log_density``, shared by the gmm's EM, the fitted models' and the data sources' ``log_prob``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
+
+LOG_2PI = np.log(2 * np.pi)
 
 
 def mean_cov(x: np.ndarray, ddof: int = 0, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -88,3 +94,39 @@ def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:
     cross = np.linalg.eigvalsh(root2 @ cov1 @ root2)
     bures = np.trace(cov1, axis1=-2, axis2=-1) + np.trace(cov2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum(-1)
     return np.sqrt(np.clip(((mean1 - mean2) ** 2).sum(-1) + bures, 0, None))
+
+
+def gaussian_log_density(xt: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """log N(x_n | mean_k, cov_k) for points xt (runs, d, n), mean (runs, k, d), cov (runs, k, d, d): (runs, k, n).
+
+    Any d: with cov = L L^T, the residual whitened by L^-1 gives the Mahalanobis term, and log det cov =
+    2 sum log diag L.
+    """
+    chol = np.linalg.cholesky(cov)
+    z = np.linalg.inv(chol) @ (xt[:, None] - mean[..., None])  # (runs, k, d, n)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
+    return -0.5 * ((z * z).sum(2) + log_det[..., None] + xt.shape[1] * LOG_2PI)
+
+
+def gaussian_log_density_2d(xt: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """gaussian_log_density for d = 2 in closed form: for cov = [[a, b], [b, c]], det = ac - b^2 and
+    (dx, dy) cov^-1 (dx, dy)^T = (c dx^2 - 2b dx dy + a dy^2) / det."""
+    a, b, c = (cov[:, :, i, j, None] for i, j in ((0, 0), (0, 1), (1, 1)))  # (runs, k, 1)
+    det = a * c - b * b
+    dx = xt[:, None, 0] - mean[..., 0, None]  # (runs, k, n)
+    dy = xt[:, None, 1] - mean[..., 1, None]
+    return -0.5 * (((c / det) * dx - (2 * b / det) * dy) * dx + (a / det) * dy * dy + (np.log(det) + 2 * LOG_2PI))
+
+
+def component_log_densities(x: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """log w_k + log N(x_n | mean_k, cov_k) for points x (runs, n, d): (runs, k, n). The parameters log_w (runs, k),
+    mean (runs, k, d), cov (runs, k, d, d) may have 1 for runs: one mixture for all runs."""
+    xt = np.ascontiguousarray(np.swapaxes(x, 1, 2))
+    log_density = gaussian_log_density_2d if xt.shape[1] == 2 else gaussian_log_density
+    return log_w[..., None] + log_density(xt, mean, cov)
+
+
+def mixture_log_density(x: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """log sum_k w_k N(x_n | mean_k, cov_k) for points x (runs, n, d): (runs, n) (parameters as in
+    ``component_log_densities``; one component for a Gaussian)."""
+    return logsumexp(component_log_densities(x, log_w, mean, cov), axis=1)

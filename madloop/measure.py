@@ -60,15 +60,15 @@ def nonfinite_runs(samples: np.ndarray | None) -> np.ndarray:
 
 
 def evaluate(cfg, parts, runs: range, gen: int, samples: np.ndarray | None, model, reference,
-             threads: int) -> dict[str, np.ndarray]:
+             threads: int, cost=None) -> dict[str, np.ndarray]:
     """Every metric's values (one per run) for one generation of a chunk; a metric that returns named
-    arrays (``classes``) adds one entry per name."""
+    arrays (``classes``) adds one entry per name. ``cost``: the remedies' per-run costs (Generation.cost)."""
     values = {}
     for name, metric in parts.metrics.items():
         if model is None and metric.model:
             continue
         ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, Role.metric(name)), threads,
-                        getattr(parts.points, "truth", None), parts.points)
+                        getattr(parts.points, "truth", None), parts.points, cost)
         out = metric(ev)
         for key, v in (out.items() if isinstance(out, dict) else [(name, out)]):
             if key != name and not key.startswith(f"{name}_"):
@@ -106,9 +106,11 @@ class Measure:
         self.stored = self.run_ids < cfg.store_runs
         self.n_late = cfg.eval_count(CONVERGENCE_START)
 
-    def generation(self, gen: int, samples: np.ndarray | None, model: Any, train_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def generation(self, gen: int, samples: np.ndarray | None, model: Any, train_s: float,
+                   cost=None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The per-run rows and the sums of generation ``gen`` (``samples``: the n_eval points the metrics
-        measure, None when no metric needs them; ``model``: G^t, None at generation 0)."""
+        measure, None when no metric needs them; ``model``: G^t, None at generation 0; ``cost``: the
+        remedies' per-run costs, Generation.cost)."""
         bad = nonfinite_runs(samples)
         if bad.any():
             failed = pd.DataFrame({"run": self.run_ids[bad], "gen": gen, "metric": "failed", "value": np.nan})
@@ -117,7 +119,8 @@ class Measure:
                            failed.assign(train_s=train_s, eval_s=0.0))
         clock = time.perf_counter()
         measured = gen == 0 or self.cfg.evaluates(gen)
-        values = evaluate(self.cfg, self.parts, self.runs, gen, samples, model, self.reference, self.threads) if measured else {}
+        values = evaluate(self.cfg, self.parts, self.runs, gen, samples, model, self.reference, self.threads,
+                          cost) if measured else {}
         eval_s = time.perf_counter() - clock
         if gen == 1:
             self.tally.first.update(values)

@@ -30,7 +30,7 @@ METRIC_LABELS = {
     "true_kl_rev": "KL(G^t ‖ p_r)", "true_mean_err": "‖μ_t − μ‖", "true_cov_err": "‖Σ_t − Σ‖_F",
     "precision": "precision (k-NN)", "recall": "recall (k-NN)",
     "fid": "FID (domain feature network)", "kid": "KID (domain feature network)",
-    "classes": "effective number of classes",
+    "classes": "effective number of classes", "accepted": "curation: accepted share of the candidates",
 }
 # The studies' figures name a few metrics their own way (mathtext, and the k of the k-NN manifolds).
 STUDY_LABELS = {**METRIC_LABELS, "precision": "precision (k-NN, k = 3)", "recall": "recall (k-NN, k = 3)",

@@ -21,6 +21,7 @@ class Evaluation:
     threads: int = 1
     truth: tuple[np.ndarray, np.ndarray] | None = None  # p_r's mean and covariance, where the source knows them
     data: Any = None  # the real-data source (image metrics embed through its feature network)
+    cost: Any = None  # the remedies' per-run costs of this generation (madloop/remedies.py), where recorded
 
     @property
     def points(self) -> np.ndarray:

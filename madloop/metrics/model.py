@@ -34,6 +34,15 @@ def model_mean_cov(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
     return ev.model.moments()
 
 
+@register("accepted", batched=True, model=True, distance=False)
+def accepted(ev: Evaluation) -> np.ndarray:
+    """Curation's cost: the share of the candidates drawn from G^t that the verifier accepted (madloop/remedies.py)."""
+    if not ev.cost or "accepted" not in ev.cost:
+        raise ValueError("metric 'accepted' reads curation's cost, which this generation did not record "
+                         "(it needs curate, and a runner that passes the loop's costs to the measurement)")
+    return ev.cost["accepted"]
+
+
 @register("model_trace", batched=True, model=True, distance=False)
 def model_trace(ev: Evaluation) -> np.ndarray:
     """Trace of the fitted model's covariance."""

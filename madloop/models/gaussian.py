@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from madloop.gaussian import mean_cov, psd_sqrt
+from madloop.gaussian import mean_cov, mixture_log_density, psd_sqrt
 from madloop.models.base import check_points, check_sampling
 from madloop.registry import MODELS
 from madloop.rng import RunRNG
@@ -24,6 +24,10 @@ class GaussianModel:
         z = rng.standard_normal(n, self.mean.shape[1])
         a = psd_sqrt(lam * self.cov)
         return Samples(self.mean[:, None, :] + z @ np.swapaxes(a, 1, 2))
+
+    def log_prob(self, x: np.ndarray, lam: float = 1.0) -> np.ndarray:
+        """log density (runs, n) of points x (runs, n, d) under N(mean, lam * cov), each run its own."""
+        return mixture_log_density(x, np.zeros((len(self.mean), 1)), self.mean[:, None], lam * self.cov[:, None])
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean, self.cov

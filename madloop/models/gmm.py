@@ -34,36 +34,14 @@ import numpy as np
 from scipy.special import logsumexp
 
 from madloop.errors import MadloopError
+from madloop.gaussian import gaussian_log_density, gaussian_log_density_2d, mixture_log_density
 from madloop.models.base import check_points, check_sampling
 from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
 
-LOG_2PI = np.log(2 * np.pi)
 LLOYD_ITERS = 300  # scikit-learn's KMeans cap
 BLOCK = 2**15  # numbers in a (runs, k, n) array of one block of runs: small enough to stay in a CPU cache
-
-
-def gaussian_log_density(xt: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """log N(x_n | mean_k, cov_k) for points xt (runs, d, n), mean (runs, k, d), cov (runs, k, d, d): (runs, k, n).
-
-    Any d: with cov = L L^T, the residual whitened by L^-1 gives the Mahalanobis term, and log det cov =
-    2 sum log diag L.
-    """
-    chol = np.linalg.cholesky(cov)
-    z = np.linalg.inv(chol) @ (xt[:, None] - mean[..., None])  # (runs, k, d, n)
-    log_det = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
-    return -0.5 * ((z * z).sum(2) + log_det[..., None] + xt.shape[1] * LOG_2PI)
-
-
-def gaussian_log_density_2d(xt: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """gaussian_log_density for d = 2 in closed form: for cov = [[a, b], [b, c]], det = ac - b^2 and
-    (dx, dy) cov^-1 (dx, dy)^T = (c dx^2 - 2b dx dy + a dy^2) / det."""
-    a, b, c = (cov[:, :, i, j, None] for i, j in ((0, 0), (0, 1), (1, 1)))  # (runs, k, 1)
-    det = a * c - b * b
-    dx = xt[:, None, 0] - mean[..., 0, None]  # (runs, k, n)
-    dy = xt[:, None, 1] - mean[..., 1, None]
-    return -0.5 * (((c / det) * dx - (2 * b / det) * dy) * dx + (a / det) * dy * dy + (np.log(det) + 2 * LOG_2PI))
 
 
 def e_step(xt: np.ndarray, log_w: np.ndarray, mean: np.ndarray, cov: np.ndarray,
@@ -209,6 +187,10 @@ class MixtureModel:
         chol = np.linalg.cholesky(lam * self.cov)
         rows = np.arange(self.weights.shape[0])[:, None]
         return Samples(self.mean[rows, comp] + np.einsum("rnij,rnj->rni", chol[rows, comp], z))
+
+    def log_prob(self, x: np.ndarray, lam: float = 1.0) -> np.ndarray:
+        """log density (runs, n) of points x (runs, n, d) under each run's mixture drawn with bias lam."""
+        return mixture_log_density(x, np.log(self.weights), self.mean, lam * self.cov)
 
     def log_likelihood(self, data: Samples) -> np.ndarray:
         """The mean log-density of each run's points under that run's mixture: (runs,)."""
