@@ -2,6 +2,7 @@
 golden-ratio law of real-data weighting (SPEC section 6) within Monte-Carlo error."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import madloop
@@ -321,3 +322,25 @@ def test_exact_path_stays_where_remedies_change_nothing():
     assert madloop.resolve(dict(curate="oracle", curate_strength=0.0)).path == "exact"
     assert madloop.resolve(dict(correct=0.5)).path == "samples"
     assert madloop.resolve(dict(loop="fresh", real_weight=0.3)).path == "exact"
+
+
+# The study's table.
+
+def test_the_study_table_bolds_the_best_ratio_of_each_loop():
+    from madloop.studies import remedies as study
+
+    assert study.golden_weight(100, 100) == pytest.approx(0.618, abs=1e-3)
+    rows = []
+    for arm, remedy, ratios in (("none", "none", (2.0, 1.5, 1.2)), ("real weight w = 0.618 (w*)", "real weight", (None, 1.4, 1.1)),
+                                ("correct τ = 1", "correct", (1.1, 1.6, 1.3))):
+        for loop, r in zip(study.LOOPS, ratios):
+            if r is not None:
+                rows.append(dict(family="gaussian", loop=loop, arm=arm, remedy=remedy, n_real=10, n_synth=10, metric="true_w2",
+                                 gen=5, n=20, mad_ratio=r, mad_ratio_low=r - 0.1, mad_ratio_high=r + 0.1, diff=r - 1,
+                                 diff_low=r - 1.1, diff_high=r - 0.9, accepted=np.nan, extra_draws=0.0,
+                                 evaluations_per_sample=6))
+    lines = study.markdown(pd.DataFrame(rows), "gaussian").splitlines()
+    ratio = lines[lines.index("| remedy | fully synthetic loop | synthetic augmentation loop | fresh data loop |") + 2:][:3]
+    assert ratio == ["| none | 2 [1.9, 2.1] | 1.5 [1.4, 1.6] | 1.2 [1.1, 1.3] |",
+                     "| real weight w = 0.618 (w*) | — (no real data to weigh) | **1.4 [1.3, 1.5]** | **1.1 [1, 1.2]** |",
+                     "| correct τ = 1 | **1.1 [1, 1.2]** | 1.6 [1.5, 1.7] | 1.3 [1.2, 1.4] |"]

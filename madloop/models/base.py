@@ -8,6 +8,9 @@ Optional capabilities, used when present:
 - ``model.moments() -> (mean (runs, d), cov (runs, d, d))``: enables the model-moment metrics.
 - ``spec.finetune(model, data, rng, budget) -> model``: a trained copy, the original unchanged (SIMS).
 - ``spec.guided(base, aux, omega) -> model``: samples with (1 + omega) s_base - omega s_aux (SIMS).
+- ``spec.weighted = True``: ``fit`` reads per-sample weights ``Samples.w`` (real-data weighting, ``real_weight``).
+- ``spec.density = True``: fitted models give ``model.log_prob(x, lam) -> (runs, n)``, the log density of
+  the distribution they sample with bias lam (oracle curation).
 """
 
 from __future__ import annotations

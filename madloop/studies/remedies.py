@@ -1,0 +1,244 @@
+"""Remedies for MADness side by side (issue 18; SPEC section 4b): one engine, the same seeds, the same metrics.
+
+For each model family, in the fully synthetic, synthetic augmentation and fresh data loops, every remedy at a
+few strengths against no remedy, all on the sample path with one seed (so every arm shares D_r, the fresh
+draws and G^1, and differences are paired run by run):
+- accumulate: keep S^1..S^(t-1) (Gerstgrasser et al. 2024), one row;
+- real weight w: the real data's share of the training objective (He, Xu, Cheng 2025); w* = (sqrt(k^2 + 4k) - k) / 2,
+  k = n_r / n_s, is the golden-ratio weight of SPEC section 6 (0.618 at n_r = n_s, where no remedy is w = 1/2).
+  The fully synthetic loop has no real data to weigh: its cells say so;
+- curate oracle s: rejection sampling toward p_r with acceptance (p_r / p_model / M)^s; curate quantile q: keep
+  the samples whose log p_r reaches the q-quantile of the candidates (Ferbach et al. 2024; Feng et al. 2024);
+- correct tau: Metropolis-adjusted Langevin steps on log p_r for a Langevin time tau (Gillman et al. 2024).
+
+Distance: the closed-form W2 between each fitted Gaussian and p_r (gaussian family), exact W2 between
+samples and a reference sample (gmm). At t = T: the MAD ratio E[d_T] / E[d_1] with its 95% CI, the paired
+difference d_T(remedy) - d_T(no remedy) over runs with its 95% CI (madloop.compare), and the cost: the
+accepted share of curation's candidates (so 1 / share - 1 extra draws per kept sample) and the correction's
+density and score evaluations (2 per Langevin step and sample). Writes the tidy summary ``remedies.csv``, the
+final numbers ``remedies-final.csv``, the markdown tables ``remedies.md`` (rows remedies, columns loops, the
+best cell of each column in bold) and a figure per family.
+
+The DDPM family is absent: its fit takes no sample weights (real-data weighting is refused for it) and it
+has no density for oracle curation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+import madloop
+from madloop.plots import STUDY_LABELS, curve, save
+from madloop.studies import Study, register
+from madloop.studies.common import LOOP_LABELS, columns_first, sweep, write_table
+
+NAME = "remedies"
+LOOPS = ("fully_synthetic", "augmentation", "fresh")
+FAMILIES = {
+    "gaussian": dict(model="gaussian", data="gaussian", metrics=("true_w2",)),
+    "gmm": dict(model="gmm", data="mixture", data_options={"layout": "ring", "k": 8}, model_options={"k": 8},
+                metrics=("w2",)),
+}
+FAMILY_LABELS = {"gaussian": "Gaussian model, 2D Gaussian data", "gmm": "Gaussian mixture (EM, k = 8), ring of 8 Gaussians"}
+ABSENT = ("DDPM: absent. Its fit takes no sample weights, so real-data weighting is refused for it, and it has no "
+          "density for oracle curation.")
+
+
+def golden_weight(n_real: int, n_synth: int) -> float:
+    """w* = (sqrt(k^2 + 4k) - k) / 2 with k = n_real / n_synth (SPEC section 6)."""
+    k = n_real / n_synth
+    return (np.sqrt(k * k + 4 * k) - k) / 2
+
+
+def arms(strengths: Mapping[str, Any], n_real: int, n_synth: int) -> list[dict[str, Any]]:
+    """The rows of the comparison: label, remedy, strength and the settings that make it."""
+    w_star = golden_weight(n_real, n_synth)
+    rows = [dict(arm="none", remedy="none", strength=np.nan, settings={}),
+            dict(arm="accumulate", remedy="accumulate", strength=np.nan, settings=dict(accumulate=True))]
+    for w in strengths["real_weight"]:
+        w = w_star if w == "w*" else w
+        label = f"real weight w = {w:.3g}" + (" (w*)" if w == w_star else "")
+        rows.append(dict(arm=label, remedy="real weight", strength=w, settings=dict(real_weight=float(w))))
+    for s in strengths["oracle"]:
+        rows.append(dict(arm=f"curate oracle s = {s:g}", remedy="curate oracle", strength=s,
+                         settings=dict(curate="oracle", curate_strength=s)))
+    for q in strengths["quantile"]:
+        rows.append(dict(arm=f"curate quantile q = {q:g}", remedy="curate quantile", strength=q,
+                         settings=dict(curate="quantile", curate_strength=q)))
+    for tau in strengths["correct"]:
+        rows.append(dict(arm=f"correct τ = {tau:g}", remedy="correct", strength=tau,
+                         settings=dict(correct=tau, correct_steps=strengths["correct_steps"])))
+    return rows
+
+
+def applies(arm: Mapping[str, Any], loop: str) -> bool:
+    """Real-data weighting needs real data in the training set."""
+    return not (arm["remedy"] == "real weight" and loop == "fully_synthetic")
+
+
+def final_row(result, none, arm: Mapping[str, Any], metric: str, steps: int) -> dict[str, Any]:
+    """One arm's numbers at t = T: distance and MAD ratio with CIs, paired difference to no remedy, cost."""
+    summary = result.summary().set_index(["metric", "gen"])
+    last = result.config.gens
+    d = summary.loc[(metric, last)]
+    diff = madloop.compare(none, result, metric).set_index("gen").loc[last]
+    accepted = summary.loc[("accepted", last), "mean"] if ("accepted", last) in summary.index else np.nan
+    evaluations = 2 * steps if arm["remedy"] == "correct" else 0
+    return dict(metric=metric, gen=last, n=int(d["n"]), mean=d["mean"], ci_low=d["ci_low"], ci_high=d["ci_high"],
+                mad_ratio=d["mad_ratio"], mad_ratio_low=d["mad_ratio_low"], mad_ratio_high=d["mad_ratio_high"],
+                diff=diff["diff"], diff_low=diff["lo"], diff_high=diff["hi"], accepted=accepted,
+                extra_draws=1 / accepted - 1 if np.isfinite(accepted) else 0.0, evaluations_per_sample=evaluations)
+
+
+def run_family(family: str, sizes: Mapping[str, Any], strengths: Mapping[str, Any], loops, jobs: int):
+    """The summary of every (loop, arm) point and the final numbers at t = T."""
+    rows = arms(strengths, sizes["n_real"], sizes["n_synth"])
+    points = [(loop, arm) for loop in loops for arm in rows if applies(arm, loop)]
+    settings = {**FAMILIES[family], **sizes, "path": "samples"}
+    results = sweep([dict(loop=loop, **arm["settings"]) for loop, arm in points], jobs, **settings).results
+    metric = FAMILIES[family]["metrics"][0]
+    none = {loop: r for (loop, arm), r in zip(points, results) if arm["remedy"] == "none"}
+    tables, finals = [], []
+    for (loop, arm), result in sorted(zip(points, results), key=lambda p: (rows.index(p[0][1]), loops.index(p[0][0]))):
+        tag = dict(family=family, loop=loop, arm=arm["arm"], remedy=arm["remedy"], strength=arm["strength"],
+                   n_real=sizes["n_real"], n_synth=sizes["n_synth"])
+        tables.append(result.summary().assign(**tag))
+        finals.append({**tag, **final_row(result, none[loop], arm, metric, strengths["correct_steps"])})
+    return pd.concat(tables, ignore_index=True), pd.DataFrame(finals)
+
+
+def cell(value: float, low: float, high: float, bold: bool = False) -> str:
+    text = f"{value:.3g} [{low:.3g}, {high:.3g}]"
+    return f"**{text}**" if bold else text
+
+
+def markdown(final: pd.DataFrame, family: str) -> str:
+    """A family's tables: the MAD ratio at T (best of each column in bold), the paired difference to no
+    remedy, and the cost."""
+    rows = final[final.family == family]
+    loops = [loop for loop in LOOPS if loop in set(rows.loop)]
+    arms_ = list(dict.fromkeys(rows.arm))
+    first = rows.iloc[0]
+    metric = STUDY_LABELS.get(first.metric, first.metric).replace("$", "")
+    head = "| remedy | " + " | ".join(LOOP_LABELS[loop] for loop in loops) + " |\n|---|" + "---|" * len(loops) + "\n"
+
+    def table(fmt) -> str:
+        lines = []
+        for arm in arms_:
+            cells = []
+            for loop in loops:
+                hit = rows[(rows.arm == arm) & (rows.loop == loop)]
+                cells.append(fmt(hit.iloc[0], loop) if len(hit) else "— (no real data to weigh)")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        return head + "\n".join(lines) + "\n"
+
+    best = {loop: rows[rows.loop == loop].mad_ratio.min() for loop in loops}
+    ratio = table(lambda r, loop: cell(r.mad_ratio, r.mad_ratio_low, r.mad_ratio_high, r.mad_ratio == best[loop]))
+    diff = table(lambda r, loop: "0 (the reference)" if r.remedy == "none" else cell(r["diff"], r.diff_low, r.diff_high))
+
+    def cost(r, loop) -> str:
+        if r.remedy.startswith("curate"):
+            return f"{r.accepted:.0%} accepted: {1 + r.extra_draws:.2g} draws per kept sample"
+        if r.remedy == "correct":
+            return f"{r.evaluations_per_sample:g} evaluations of log p_r and its score per sample"
+        if r.remedy == "accumulate":
+            return "training set grows by n_s per generation"
+        return "none"
+
+    return (f"## {FAMILY_LABELS[family]}\n\n"
+            f"n_r = {first.n_real}, n_s = {first.n_synth}, T = {first.gen}, {first.n} runs, one seed (paired runs); "
+            f"distance: {metric}.\n\n"
+            f"MAD ratio r_T = E[d_T] / E[d_1] (95% CI); lowest of each column in bold:\n\n{ratio}\n"
+            f"d_T(remedy) - d_T(no remedy), paired over runs (95% CI; below 0: the remedy helps):\n\n{diff}\n"
+            f"Cost at t = T:\n\n{table(cost)}\n")
+
+
+def write_markdown(final: pd.DataFrame, out: Path) -> Path:
+    text = "# Remedies for MADness side by side\n\n" + "\n".join(
+        markdown(final, family) for family in dict.fromkeys(final.family)) + f"\n{ABSENT}\n"
+    path = out / f"{NAME}.md"
+    path.write_text(text)
+    return path
+
+
+def plot(table: pd.DataFrame, final: pd.DataFrame, family: str, out: Path) -> list[Path]:
+    """Columns: the loops. Top: MAD ratio vs generation, one line per arm; bottom: the paired difference to no
+    remedy at t = T with its 95% CI, one bar per arm."""
+    table, final = table[table.family == family], final[final.family == family]
+    loops = [loop for loop in LOOPS if loop in set(table.loop)]
+    arms_ = list(dict.fromkeys(final.arm))
+    colors = {arm: f"C{i % 10}" for i, arm in enumerate(arms_)}
+    metric = final.metric.iloc[0]
+    fig, axes = plt.subplots(2, len(loops), figsize=(4.8 * len(loops), 8.0), squeeze=False)
+    for j, loop in enumerate(loops):
+        top, bottom = axes[0, j], axes[1, j]
+        for arm in arms_:
+            rows = table[(table.loop == loop) & (table.arm == arm) & (table.metric == metric)]
+            if len(rows):
+                curve(top, rows, colors[arm], arm, value="mad_ratio")
+        top.axhline(1.0, color="0.5", linewidth=0.8)
+        top.set_title(LOOP_LABELS[loop], fontsize=10)
+        top.set_xlabel("generation t")
+        top.xaxis.set_major_locator(MaxNLocator(integer=True))
+        top.grid(alpha=0.3)
+        rows = final[final.loop == loop].set_index("arm").reindex(arms_)
+        y = np.arange(len(arms_))[::-1]
+        ok = rows["diff"].notna().to_numpy()
+        bottom.errorbar(rows["diff"][ok], y[ok], xerr=[(rows["diff"] - rows.diff_low)[ok], (rows.diff_high - rows["diff"])[ok]],
+                        fmt="none", ecolor="0.3", capsize=3)
+        bottom.scatter(rows["diff"][ok], y[ok], c=[colors[a] for a, k in zip(arms_, ok) if k], zorder=3)
+        bottom.axvline(0.0, color="0.5", linewidth=0.8)
+        bottom.set_yticks(y, arms_ if j == 0 else [""] * len(arms_))
+        bottom.set_xlabel("d_T(remedy) − d_T(none), paired (95% CI)")
+        bottom.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("MAD ratio  E[d_t] / E[d_1] (95% CI)")
+    first = final.iloc[0]
+    fig.suptitle(f"{FAMILY_LABELS[family]}: {STUDY_LABELS.get(metric, metric)}; n_r = {first.n_real}, "
+                 f"n_s = {first.n_synth}, {int(first.n)} runs, same seeds", fontsize=11)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes[0]), key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.96), ncol=-(-len(labels) // 2), frameon=False,
+               fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.915))
+    return save(fig, out, f"{NAME}-{family}")
+
+
+def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
+    tables, finals = [], []
+    for family, sizes in params["families"].items():
+        table, final = run_family(family, sizes, params["strengths"], params["loops"], jobs)
+        tables.append(table)
+        finals.append(final)
+    keys = ["family", "loop", "arm", "remedy", "strength", "n_real", "n_synth"]
+    table = columns_first(pd.concat(tables, ignore_index=True), keys)
+    final = columns_first(pd.concat(finals, ignore_index=True), keys)
+    paths = [write_table(table, out, NAME), write_table(final, out, f"{NAME}-final"), write_markdown(final, out)]
+    for family in dict.fromkeys(table.family):
+        paths += plot(table, final, family, out)
+    return paths
+
+
+STRENGTHS = dict(real_weight=("w*", 0.9), oracle=(0.5, 1.0), quantile=(0.5, 0.9), correct=(0.5, 2.0), correct_steps=10)
+register(Study(
+    name=NAME,
+    description="Remedies side by side (accumulate, real-data weighting, curation, self-correction) in the fully "
+                "synthetic, augmentation and fresh loops: MAD ratio and paired difference at T, with the cost",
+    scales={
+        "ci": dict(loops=LOOPS, strengths=dict(real_weight=("w*",), oracle=(1.0,), quantile=(0.5,), correct=(1.0,),
+                                               correct_steps=3), families={
+            "gaussian": dict(runs=6, n_real=20, n_synth=20, gens=3),
+            "gmm": dict(runs=3, n_real=40, n_synth=40, n_eval=40, n_ref=40, gens=2, iters=3)}),
+        "cpu": dict(loops=LOOPS, strengths=STRENGTHS, families={
+            "gaussian": dict(runs=1000, n_real=100, n_synth=100, gens=50, every=5),
+            "gmm": dict(runs=50, n_real=250, n_synth=250, n_eval=500, n_ref=500, gens=30, every=5)}),
+        "gpu": dict(loops=LOOPS, strengths=STRENGTHS, families={
+            "gaussian": dict(runs=10000, n_real=100, n_synth=100, gens=100, every=5),
+            "gmm": dict(runs=100, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, gens=50, every=5)}),
+    },
+    make=make,
+))
