@@ -32,7 +32,8 @@ class RunConfig:
 
     Remedies (madloop/remedies.py; SPEC section 4b): ``real_weight`` w in [0, 1] is the share of the
     training objective that the real data carries in a generation that trains on real and synthetic data
-    (None: proportional to the counts); ``curate`` ("oracle" or "quantile") keeps the synthetic samples a
+    (None: proportional to the counts; generation 1 trains on real data alone, with nothing to weigh, and the
+    fully synthetic loop refuses it); ``curate`` ("oracle" or "quantile") keeps the synthetic samples a
     verifier accepts, at ``curate_strength`` (oracle: the exponent s in [0, 1] of the acceptance
     probability (p_r / p_model / M)^s, default 1; quantile: the quantile q in [0, 0.95] the score log p_r
     must reach, default 0.5); ``correct`` moves each synthetic sample toward p_r by ``correct_steps``
