@@ -206,9 +206,9 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
     ck = store.read_checkpoint(path, runs.start) or Checkpoint(None, Tally())
     measure = Measure(cfg, parts, runs, threads, ck.tally)
 
-    def record(gen, samples, model, train_s):
+    def record(gen, samples, model, train_s, cost=None):
         try:
-            rows, sums = measure.generation(gen, samples, model, train_s)
+            rows, sums = measure.generation(gen, samples, model, train_s, cost)
         except Diverged as err:
             store.append(path, store.ROWS, runs.start, gen, err.rows)
             raise
@@ -227,7 +227,7 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
         samples = None
         if cfg.evaluates(g.gen) and measure.points:
             samples = parts.sample_points(g.model, cfg.n_eval, streams.at(g.gen, Role.EVAL), cfg.lam).x
-        record(g.gen, samples, g.model, train_s)
+        record(g.gen, samples, g.model, train_s, g.cost)
         if pictures:
             pictures.save(g.gen, g.model)
         if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:

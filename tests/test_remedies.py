@@ -249,8 +249,6 @@ def test_remedies_do_not_depend_on_how_runs_are_chunked(remedy):
             np.testing.assert_array_equal(v, np.concatenate([p[t].cost[name] for p in parts]))
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False,
-                   reason="until madloop/runner.py passes Generation.cost to Measure.generation (remove this mark then)")
 def test_curation_records_its_cost_as_a_metric(tmp_path):
     res = madloop.run(out=tmp_path / "a", loop="fully_synthetic", n_real=30, n_synth=30, gens=3, runs=4, n_eval=30, n_ref=30,
                       curate="oracle", metrics=("w2",))
