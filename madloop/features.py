@@ -24,7 +24,6 @@ torch is imported inside the functions that run the network, so importing this m
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -37,6 +36,7 @@ import numpy as np
 
 from madloop.errors import MadloopError
 from madloop.rng import role_id
+from madloop.threads import one_thread
 
 if TYPE_CHECKING:
     import torch
@@ -90,20 +90,6 @@ def lenet(p: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, to
     h = F.relu(F.linear(h.flatten(1), p["f5.w"], p["f5.b"]))
     phi = F.relu(F.linear(h, p["f6.w"], p["f6.b"]))
     return phi, F.linear(phi, p["out.w"], p["out.b"])
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one intra-op thread inside the block, so that its rounding never depends on the thread
-    count of the process that happens to run it; the count is restored after."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, eq=False)

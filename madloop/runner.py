@@ -69,16 +69,18 @@ def build(cfg: RunConfig) -> Parts:
 SPLIT_RUNS = 100  # a run count up to this may be split inside its stream block (see chunks)
 
 
-def chunks(runs: int, jobs: int, split: bool = True, most: int | None = None) -> list[range]:
+def chunks(runs: int, jobs: int, split: bool = True, most: int | None = None, group: int = 1) -> list[range]:
     """Split runs 0..runs-1 into ``jobs`` contiguous chunks, or more when a chunk would exceed ``most`` runs.
 
     Chunks are whole stream blocks, except that with ``split`` up to SPLIT_RUNS runs (a diffusion model's
-    few runs on a CPU) are shared evenly among the workers: a chunk that starts inside a block draws and
+    few runs on a CPU) are shared evenly among the workers, in whole groups of ``group`` runs (a model
+    family's ``run_group``: runs it computes together): a chunk that starts inside a block draws and
     drops the block's earlier rows, which costs little at that size. ``most`` (whole blocks, at least one)
     bounds a chunk's memory: the workers then take the chunks a few at a time.
     """
     if split and runs <= SPLIT_RUNS:
-        bounds = np.linspace(0, runs, max(1, min(jobs, runs)) + 1).round().astype(int)
+        groups = -(-runs // group)
+        bounds = np.minimum(np.linspace(0, groups, max(1, min(jobs, groups)) + 1).round().astype(int) * group, runs)
         return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     n_blocks = -(-runs // RUNS_PER_BLOCK)
     n_chunks = max(jobs, -(-runs // most)) if most else jobs
@@ -255,7 +257,8 @@ def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, for
     check_device(parts)
     gpus = gpu_count(parts)
     workers = max(jobs, gpus)  # one worker per GPU at least
-    work = chunks(cfg.runs, workers, split=not gpus, most=chunk_limit(cfg, parts, min(workers, -(-cfg.runs // RUNS_PER_BLOCK))))
+    work = chunks(cfg.runs, workers, split=not gpus, most=chunk_limit(cfg, parts, min(workers, -(-cfg.runs // RUNS_PER_BLOCK))),
+                  group=getattr(parts.model, "run_group", None) or 1)
     path = Path(out) if out is not None else default_out(cfg)
     with store.claimed(path, cfg.to_dict(), [(r.start, r.stop) for r in work], force=force, notes=feature_notes(parts)):
         return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")

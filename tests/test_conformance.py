@@ -20,7 +20,9 @@ TINY = {
     "ddpm": dict(width=8, depth=2, epochs=3, batch=16, steps=10),
     "edm": dict(width=8, depth=2, epochs=3, batch=16, steps=6),
     "gmm": dict(k=2),
+    "unet": dict(channels=8, batch=16, images=320, warmup=64, ema=64, steps=6),
 }
+IMAGES = {"unet"}  # families of images (C, H, W): fitted to 8x8 digits with labels
 KNOWN_GAPS: dict = {}
 FAMILIES = MODELS.names()
 R, N, D = 3, 40, 2
@@ -34,14 +36,21 @@ def rng(role: str, runs: range = range(R)) -> RunRNG:
     return RunRNG(11, runs, 1, role, total=R)
 
 
-def data() -> Samples:
-    """Each run's N points from its own Gaussian."""
+def data(name: str = "gaussian") -> Samples:
+    """Each run's N points from its own Gaussian, or (image families) N labelled 8x8 digits of its own."""
+    if name in IMAGES:
+        return madloop.DATA["digits"]().sample(N, rng("data"))
     x = rng("data").standard_normal(N, D) * [1.0, 2.0] + [0.5, -1.0]
     return Samples(x * np.arange(1, R + 1)[:, None, None])
 
 
+def item_shape(name: str) -> tuple[int, ...]:
+    return (1, 8, 8) if name in IMAGES else (D,)
+
+
 def fit_and_sample(spec, runs: range = range(R), n: int = 20) -> np.ndarray:
-    model = spec.fit(data().runs(list(runs)), rng("fit", runs))
+    name = next(k for k in FAMILIES if isinstance(spec, MODELS[k]))
+    model = spec.fit(data(name).runs(list(runs)), rng("fit", runs))
     return model.sample(n, rng("synth", runs)).x
 
 
@@ -52,7 +61,7 @@ def known_gap(request, name: str, check: str) -> None:
 
 @pytest.fixture(scope="module")
 def fitted():
-    return {name: spec(name).fit(data(), rng("fit")) for name in FAMILIES}
+    return {name: spec(name).fit(data(name), rng("fit")) for name in FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +74,8 @@ def from_workers():
 @pytest.mark.parametrize("name", FAMILIES)
 def test_fit_and_sample_shapes(name, fitted):
     s = fitted[name].sample(25, rng("synth"))
-    assert isinstance(s, Samples) and s.x.shape == (R, 25, D) and s.x.dtype == np.float64
+    dtype = np.float32 if name in IMAGES else np.float64  # images are stored as float32 in [0, 1]
+    assert isinstance(s, Samples) and s.x.shape == (R, 25, *item_shape(name)) and s.x.dtype == dtype
     assert np.isfinite(s.x).all()
     assert not np.array_equal(s.x[0], s.x[1])  # every run has its own model and draws
 
@@ -75,6 +85,9 @@ def test_lam_1_is_the_default_and_samples_the_fitted_distribution(name, fitted):
     model = fitted[name]
     np.testing.assert_array_equal(model.sample(50, rng("synth")).x, model.sample(50, rng("synth"), 1.0).x)
     full, narrow = model.sample(400, rng("synth")).x, model.sample(400, rng("synth"), 0.3).x
+    if name in IMAGES:  # lam acts through guidance on a class-conditional model: tests/test_unet.py checks it
+        assert not np.array_equal(full, narrow)
+        return
     assert (narrow.var(1) < full.var(1)).all()  # SPEC section 2: lam < 1 trades diversity away
     if hasattr(model, "moments"):  # where the model states its distribution, lam = 1 draws from it
         mean, cov = model.moments()
@@ -89,7 +102,7 @@ def test_lam_1_is_the_default_and_samples_the_fitted_distribution(name, fitted):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_same_seed_same_result_and_other_streams_differ(name, fitted):
-    again = spec(name).fit(data(), rng("fit"))
+    again = spec(name).fit(data(name), rng("fit"))
     np.testing.assert_array_equal(again.sample(20, rng("synth")).x, fitted[name].sample(20, rng("synth")).x)
     assert not np.array_equal(fitted[name].sample(20, rng("synth")).x, fitted[name].sample(20, rng("other")).x)
 
@@ -112,9 +125,9 @@ def test_pickles_and_fits_identically_in_a_worker(name, fitted, from_workers):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_fit_rejects_items_it_does_not_model(name, request):
     known_gap(request, name, "items")
-    images = Samples(rng("data").standard_normal(N, 1, 4, 4))
+    wrong = Samples(rng("data").standard_normal(N, D)) if name in IMAGES else Samples(rng("data").standard_normal(N, 1, 4, 4))
     with pytest.raises(MadloopError, match="shape"):
-        spec(name).fit(images, rng("fit"))
+        spec(name).fit(wrong, rng("fit"))
 
 
 @pytest.mark.parametrize("name", FAMILIES)

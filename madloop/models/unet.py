@@ -52,6 +52,7 @@ from madloop.models.diffusion import edm_denoiser, edm_loss, heun_sampler, karra
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG, role_id
 from madloop.samples import Samples
+from madloop.threads import one_thread
 
 if TYPE_CHECKING:
     import torch
@@ -327,12 +328,17 @@ class UNet:
     per run and fit; the learning rate ramps up linearly over the first ``warmup`` images; sampling uses an
     EMA of the weights with a half-life of ``ema`` images, ramped up as in EDM (the half-life is at most
     ``ema_rampup`` x the images seen so far); ema = 0 samples with the raw weights.
-    ``runs_per_pass``: runs evaluated together (0: all the chunk's runs as one grouped network, 1: a loop over
-    runs); ``device`` cpu|cuda|auto, ``dtype`` float32|bfloat16 (autocast; weights and Adam stay float32),
+    ``runs_per_pass``: runs evaluated together as one grouped network (0: all the chunk's runs, 1: a loop over
+    runs). The default 4 trained 8 runs of the digits default 1.1x faster than all 8 together and 1.7x faster
+    than a loop over runs on one CPU thread (sampling: 1.2x slower than the loop); as chunks of runs are cut at
+    its multiples, a table does not depend on the number of workers (with 0 it does, in the last bits: a
+    grouped convolution rounds differently with the group count). On a GPU, 0 fills the device best.
+    On a CPU the torch work runs on one thread (madloop.threads): parallelism comes from worker processes.
+    ``device`` cpu|cuda|auto, ``dtype`` float32|bfloat16 (autocast; weights and Adam stay float32),
     ``channels_last`` memory format for the convolutions (GPU).
     """
 
-    channels: int = 32
+    channels: int = 16
     mults: tuple[int, ...] = (1, 2)
     blocks: int = 1
     attention: tuple[int, ...] = ()
@@ -348,12 +354,12 @@ class UNet:
     sigma_max: float = 80.0
     rho: float = 7.0
     lr: float = 2e-3
-    batch: int = 64
-    images: int = 32768
+    batch: int = 32
+    images: int = 16384
     warmup: int = 2048
     ema: float = 2048.0
     ema_rampup: float = 0.1
-    runs_per_pass: int = 0
+    runs_per_pass: int = 4
     device: str = "cpu"
     dtype: str = "float32"
     channels_last: bool = False
@@ -417,6 +423,12 @@ class UNet:
 
     # Training.
 
+    @property
+    def run_group(self) -> int | None:
+        """Runs computed together, counted from run 0 (``runs_per_pass``): the runner cuts chunks of runs at
+        multiples of it, so a run's numbers do not depend on the number of workers (None: the chunk)."""
+        return self.runs_per_pass or None
+
     def fit(self, data: Samples, rng: RunRNG) -> UNetModel:
         """Train one network per run from scratch on that run's images."""
         check_images(self, data, rng)
@@ -465,6 +477,10 @@ class UNet:
 
     def _train(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
         """Adam on the sum over runs of each run's mean EDM loss, with an EMA of the weights."""
+        with one_thread(self.torch_device.type == "cpu"):  # rounding independent of the process's threads
+            return self._adam(model, data, rng, images)
+
+    def _adam(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
         import torch
 
         device, (runs, n), shape = self.torch_device, data.x.shape[:2], model.shape
@@ -517,7 +533,7 @@ class UNet:
         sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
         out = np.empty((runs, n, *shape), dtype=np.float32)
         chunk = max(1, SAMPLE_ROWS // min(self.runs_per_pass or runs, runs) // (2 if w else 1))
-        with torch.no_grad():
+        with torch.no_grad(), one_thread(device.type == "cpu"):
             for i in range(0, n, chunk):
                 y_i = None if y is None else torch.as_tensor(y[:, i : i + chunk], device=device)
                 x = torch.as_tensor(z[:, i : i + chunk], device=device) * float(sigmas[0])
