@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,7 @@ def _run_points(out: Path, points: list[dict[str, Any]], configs: list[RunConfig
     else:
         # Workers get an absolute path: a reused worker process may have another working directory.
         tasks = (delayed(_run_point_in_worker)(point_dir(out, i).absolute(), cfg, registered(cfg), jobs, force,
-                                               checkpoint_s) for i, cfg in enumerate(configs))
+                                               checkpoint_s, os.getpid()) for i, cfg in enumerate(configs))
         results = Parallel(n_jobs=min(point_jobs, len(configs)))(tasks)
     return SweepResult(out, points, results)
 
@@ -169,11 +170,16 @@ def registered(cfg: RunConfig) -> list[tuple[str, str, Any]]:
     return [(kind, name, REGISTRIES[kind][name]) for kind, name in named + [("metric", m) for m in cfg.metrics]]
 
 
-def _run_point_in_worker(path: Path, cfg: RunConfig, components, jobs: int, force: bool, checkpoint_s: float) -> Result:
-    """``run_point`` in a worker process, which first registers the components the caller's process knew
-    the config's names by (those a script registered exist only there), and gives torch ``jobs`` threads."""
+def _run_point_in_worker(path: Path, cfg: RunConfig, components, jobs: int, force: bool, checkpoint_s: float,
+                         parent: int | None = None) -> Result:
+    """``run_point`` in a worker process of ``parent``, which first registers the components the caller's process
+    knew the config's names by (those a script registered exist only there), and gives torch ``jobs`` threads.
+    If ``parent`` dies (SIGKILL), the worker exits within a second, as a run's workers do."""
+    from madloop.runner import orphan_watch
+
     for kind, name, component in components:
         REGISTRIES[kind].register(name, replace=True)(component)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(jobs)
-    return run_point(path, cfg, jobs, force, checkpoint_s)
+    with orphan_watch(parent):
+        return run_point(path, cfg, jobs, force, checkpoint_s)

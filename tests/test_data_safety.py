@@ -131,6 +131,26 @@ def test_sigkill_of_the_main_process_alone_stops_its_workers_and_resume_never_ru
     _resume_equals_whole(tmp_path, "r")
 
 
+SLOW_SWEEP = ("import madloop\n"
+              "madloop.sweep({'lam': [1.0, 0.7]}, out='sw', point_jobs=2, runs=12, gens=30, n_eval=300, n_ref=300, "
+              "path='samples', metrics=('w2',), loop='augmentation', checkpoint_s=0)")
+
+
+def test_sigkill_of_a_sweep_stops_its_point_workers(tmp_path):
+    """A sweep's points run in worker processes of their own; killing the sweep's process kills them too."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SWEEP], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while sum(len(list((tmp_path / "sw" / f"point-00{i}" / store.PARTS).glob("moments-*"))) for i in (0, 1)) < 6:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.05)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "loky" in " ".join(p.cmdline())]
+    assert workers
+    proc.kill()
+    proc.wait()
+    assert _gone_within(workers, 10), "the points of a killed sweep went on writing on their own"
+
+
 def test_resume_refuses_while_a_worker_still_holds_a_chunk(tmp_path, tiny):
     madloop.run(out=tmp_path / "r", **tiny)
     (tmp_path / "r" / store.SUMMARY).unlink()  # looks unfinished
