@@ -143,7 +143,9 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
         elif not _:
             i += 1
             value = args[i]
-        out[name.replace("-", "_")] = parse_value(value)
+        key, parsed = name.replace("-", "_"), parse_value(value)
+        # A single value for a list option (--attention 8, --mults 2) is a list of one.
+        out[key] = (parsed,) if takes_tuple(key) and not isinstance(parsed, (tuple, list)) else parsed
         i += 1
     return out
 
