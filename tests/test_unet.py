@@ -48,7 +48,7 @@ def test_registered_and_options_round_trip():
 @pytest.mark.parametrize("option, value", [
     ("channels", 2), ("mults", ()), ("blocks", 0), ("dropout", 1.0), ("label_dropout", -0.1), ("classes", 0),
     ("lr", 0.0), ("batch", 0), ("steps", 1), ("sigma_min", 0.0), ("sigma_data", 0.0), ("images", 8),
-    ("ema", -1.0), ("warmup", -1), ("runs_per_pass", -1), ("device", "tpu"), ("dtype", "float16"),
+    ("ema", float("nan")), ("warmup", -1), ("runs_per_pass", -1), ("device", "tpu"), ("dtype", "float16"),
 ])
 def test_bad_options_raise_naming_the_option(option, value):
     with pytest.raises(ValueError, match=option):
@@ -185,8 +185,8 @@ def test_input_checks(fitted):
         fitted.sample(5, rng("synth", 1))
 
 
-def test_attention_and_a_checkpoint_round_trip():
-    spec = replace(TINY, attention=(4,), images=32)
+def test_attention_bfloat16_and_a_checkpoint_round_trip():
+    spec = replace(TINY, attention=(4,), images=32, dtype="bfloat16", channels_last=True)
     model = spec.fit(digits(), rng("fit"))
     assert any(".attn." in name for name in model.weights)
     copy = snapshot.loads(snapshot.dumps(model))
