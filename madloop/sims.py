@@ -28,7 +28,9 @@ class SIMS:
     omega = 0 samples exactly as the base model; omega = -1 as the auxiliary model alone.
     """
 
-    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided")  # what the model family must provide (checked in config)
+    # What the model family must provide (checked in config): fine-tuning and guidance, and a budget in epochs
+    # (the unet counts its budget in images: SIMS on images is not wired yet).
+    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "epochs")
 
     omega: float = 1.0
     n_aux: int = 2000

@@ -23,6 +23,7 @@ BAD = [
     (["--loop", "fully-synthetic"], "unknown loop 'fully-synthetic' (did you mean 'fully_synthetic'?); choose from:"),
     (["--model", "vae"], "unknown model 'vae'; choose from:"),
     (["--data", "imagenet"], "unknown data source 'imagenet' (did you mean 'images'?); choose from:"),
+    (["--algo", "sims", "--model", "unet"], "algorithm 'sims' needs a model family with epochs; 'unet' has no epochs"),
     (["--algo", "magic"], "unknown algorithm 'magic'; choose from:"),
     (["--metrics", "w2,fid9"], "unknown metric 'fid9' (did you mean 'fid'?); choose from:"),
     (["--runs", "0"], "runs must be a positive integer, got 0"),

@@ -244,8 +244,8 @@ def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
     missing = [cap for cap in needs if not hasattr(MODELS[cfg.model], cap)]
     if missing:
         able = [m for m in MODELS.names() if all(hasattr(MODELS[m], c) for c in needs)]
-        raise MadloopError(f"algorithm '{cfg.algo}' needs a model family that can {' and '.join(missing)}; "
-                           f"'{cfg.model}' cannot (use one of: {', '.join(able)})")
+        raise MadloopError(f"algorithm '{cfg.algo}' needs a model family with {' and '.join(missing)}; "
+                           f"'{cfg.model}' has no {missing[0]} (use one of: {', '.join(able)})")
     for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref", "store_runs"):
         if getattr(cfg, name) < 1:
             raise MadloopError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
