@@ -34,7 +34,8 @@ def test_role_names_are_the_stream_keys_results_were_drawn_with():
     # A role's text keys its stream: changing one changes every result drawn from it.
     names = {k: v for k, v in vars(Role).items() if k.isupper()}
     assert names == dict(REAL="real", BUDGET="budget", TRAIN="train", SYNTH="synth", EVAL="eval", REFERENCE="reference",
-                         FIT="fit", INIT="init", AUX_SAMPLES="aux-samples", AUX_FIT="aux-fit")
+                         FIT="fit", INIT="init", AUX_SAMPLES="aux-samples", AUX_FIT="aux-fit", GRID="grid",
+                         CANDIDATES="candidates", CURATE="curate", CORRECT="correct")
     assert Role.metric("sliced_w2") == "metric/sliced_w2"
     assert RunRNG(0, range(0, 1), 1, Role.SYNTH).child(Role.FIT).role == "synth/fit"
 
