@@ -32,6 +32,8 @@ METRIC_LABELS = {
     "fid": "FID (domain feature network)", "kid": "KID (domain feature network)",
     "classes": "effective number of classes", "accepted": "curation: accepted share of the candidates",
 }
+LOOP_LABELS = {"fully_synthetic": "fully synthetic loop", "augmentation": "synthetic augmentation loop",
+               "fresh": "fresh data loop"}
 # The studies' figures name a few metrics their own way (mathtext, and the k of the k-NN manifolds).
 STUDY_LABELS = {**METRIC_LABELS, "precision": "precision (k-NN, k = 3)", "recall": "recall (k-NN, k = 3)",
                 "true_w2": "$W_2(G^t, p_r)$, closed form", "true_mean_err": r"$\|\mu_t - \mu\|$"}
@@ -202,6 +204,26 @@ def figure(results: Sequence[Result], labels: Sequence[str] | None = None, metri
     top_legend(fig, axes[0, 0], columns=3, fontsize=9)
     return fig
 
+
+def loops_by_metric(table: pd.DataFrame, metrics: Sequence[str], lam_label: Callable[[float], str], title: str,
+                    out: str | Path, name: str, cell: tuple[float, float] = (4.3, 3.4)) -> list[Path]:
+    """A study's summary rows as a grid: a row per loop, a column per metric, a line per lam (mean and 95% band,
+    the real-data floor dotted); ``title`` goes above the legend."""
+    loops = list(dict.fromkeys(table.loop))
+    fig, axes = plt.subplots(len(loops), len(metrics), figsize=(cell[0] * len(metrics), cell[1] * len(loops)),
+                             squeeze=False, sharex=True)
+    for i, loop in enumerate(loops):
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            curves(ax, table[(table.loop == loop) & (table.metric == metric)], "lam", lam_label)
+            ax.set_title(f"{STUDY_LABELS.get(metric, metric)}\n{LOOP_LABELS[loop]}", fontsize=10)
+            if metric in ("precision", "recall"):
+                ax.set_ylim(-0.03, 1.03)
+    for ax in axes[:-1].flat:
+        ax.set_xlabel("")
+    fig.suptitle(f"{title}{floor_note(table)}", fontsize=11)
+    top_legend(fig, axes[0, 0], under_title=True)
+    return save(fig, out, name)
 
 def grid_figure(run: str | Path, gens: Sequence[int] | None = None, runs: Sequence[int] = (0,), out: str | Path | None = None,
                 name: str = "grid") -> list[Path]:

@@ -30,6 +30,17 @@ def check_points(family: str, data: Samples, rng: RunRNG) -> None:
         raise MadloopError(f"the random stream has {rng.n_runs} runs but the data has {data.n_runs}")
 
 
+def torch_device(device: str):
+    """The torch device a spec's ``device`` option names: "cpu", "cuda", or "auto" (cuda when torch sees one)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
 def check_sampling(lam: float, rng: RunRNG, runs: int) -> None:
     """What every fitted model checks before it samples: a bias lam in (0, 1], one stream row per run."""
     if not 0 < lam <= 1:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from madloop.models.base import check_points, check_sampling
+from madloop.models.base import check_points, check_sampling, torch_device
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
@@ -223,13 +223,7 @@ class Diffusion:
 
     @property
     def torch_device(self) -> torch.device:
-        import torch
-
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
-        return torch.device(self.device)
+        return torch_device(self.device)
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from madloop.errors import MadloopError
-from madloop.models.base import check_sampling
+from madloop.models.base import check_sampling, torch_device
 from madloop.models.diffusion import edm_denoiser, edm_loss, heun_sampler, karras_sigmas, positional_embedding
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG, role_id
@@ -397,13 +397,7 @@ class UNet:
 
     @property
     def torch_device(self) -> torch.device:
-        import torch
-
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
-        return torch.device(self.device)
+        return torch_device(self.device)
 
     # The network and the denoiser, for all runs at once or in passes of runs_per_pass runs.
 

@@ -14,10 +14,9 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 import madloop
+from madloop.plots import LOOP_LABELS  # noqa: F401  (the studies' loop names, re-exported)
 from madloop.sweep import SweepResult
 
-LOOP_LABELS = {"fully_synthetic": "fully synthetic loop", "augmentation": "synthetic augmentation loop",
-               "fresh": "fresh data loop"}
 
 
 def sweep(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], jobs: int, **settings) -> SweepResult:

@@ -27,8 +27,8 @@ from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.runner import build
 from madloop.studies import Study, register
-from madloop.plots import STUDY_LABELS, curves, floor_note, save, top_legend
-from madloop.studies.common import LOOP_LABELS, columns_first, sweep, write_table
+from madloop.plots import loops_by_metric, save
+from madloop.studies.common import columns_first, sweep, write_table
 
 NAME = "mad-bias"
 FAMILIES = {
@@ -62,24 +62,10 @@ def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
     """Rows: the loops; columns: the metrics; one line per lam."""
     table = table[table.family == family]
     order = list(COMMON["metrics"])
-    loops = list(dict.fromkeys(table.loop))
     metrics = sorted(set(table.metric), key=lambda m: order.index(m) if m in order else len(order))
-    fig, axes = plt.subplots(len(loops), len(metrics), figsize=(4.3 * len(metrics), 3.4 * len(loops)), squeeze=False,
-                             sharex=True)
-    for i, loop in enumerate(loops):
-        for j, metric in enumerate(metrics):
-            ax = axes[i, j]
-            curves(ax, table[(table.loop == loop) & (table.metric == metric)], "lam", lambda v: f"λ = {v:g}")
-            ax.set_title(f"{STUDY_LABELS.get(metric, metric)}\n{LOOP_LABELS[loop]}", fontsize=10)
-            if metric in ("precision", "recall"):
-                ax.set_ylim(-0.03, 1.03)
-    for ax in axes[:-1].flat:
-        ax.set_xlabel("")
     first = table.iloc[0]
-    fig.suptitle(f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs "
-                 f"(mean, 95% CI){floor_note(table)}", fontsize=11)
-    top_legend(fig, axes[0, 0], under_title=True)
-    return save(fig, out, f"{NAME}-{family}")
+    title = f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs (mean, 95% CI)"
+    return loops_by_metric(table, metrics, lambda v: f"λ = {v:g}", title, out, f"{NAME}-{family}")
 
 
 def plot_samples(samples: pd.DataFrame, family: str, out: Path) -> list[Path]:

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 import madloop
 from madloop import grids
-from madloop.plots import STUDY_LABELS, curves, floor_note, save, top_legend
+from madloop.plots import loops_by_metric, save
 from madloop.studies import Study, register
 from madloop.studies.common import LOOP_LABELS, columns_first, write_table
 
@@ -46,22 +45,11 @@ def run_points(data: str, settings: Mapping[str, Any], loops, lams, jobs: int) -
 
 def plot_metrics(table: pd.DataFrame, data: str, out: Path) -> list[Path]:
     """Rows: the loops; columns: the metrics; one line per lam."""
-    loops = list(dict.fromkeys(table.loop))
-    fig, axes = plt.subplots(len(loops), len(SHOWN), figsize=(4.2 * len(SHOWN), 3.3 * len(loops)), squeeze=False, sharex=True)
-    for i, loop in enumerate(loops):
-        for j, metric in enumerate(SHOWN):
-            ax = axes[i, j]
-            curves(ax, table[(table.loop == loop) & (table.metric == metric)], "lam", lambda v: f"λ = {v:g} (CFG w = {1 / v - 1:.2g})")
-            ax.set_title(f"{STUDY_LABELS.get(metric, metric)}\n{LOOP_LABELS[loop]}", fontsize=10)
-            if metric in ("precision", "recall"):
-                ax.set_ylim(-0.03, 1.03)
-    for ax in axes[:-1].flat:
-        ax.set_xlabel("")
     first = table.iloc[0]
-    fig.suptitle(f"EDM U-Net on {data} ({first['size']}): n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs "
-                 f"(mean, 95% CI){floor_note(table)}", fontsize=11)
-    top_legend(fig, axes[0, 0], under_title=True)
-    return save(fig, out, f"{NAME}-{data}")
+    title = (f"EDM U-Net on {data} ({first['size']}): n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs "
+             "(mean, 95% CI)")
+    return loops_by_metric(table, SHOWN, lambda v: f"λ = {v:g} (CFG w = {1 / v - 1:.2g})", title, out, f"{NAME}-{data}",
+                           cell=(4.2, 3.3))
 
 
 def plot_classes(table: pd.DataFrame, data: str, out: Path) -> list[Path]:
