@@ -58,7 +58,11 @@ def auto_jobs(cfg: RunConfig) -> tuple[int, str]:
     option) or for work that one process needs more than SERIAL_UP_TO_S for, else one."""
     cores = os.cpu_count() or 1
     if "device" in option_types(MODELS[cfg.model]):
-        return cores, f"{cfg.model} is a neural model"
+        # The unet computes groups of runs_per_pass runs on one thread each: more workers than groups would idle.
+        group = cfg.model_options.get("runs_per_pass") or 0
+        workers = min(cores, -(-cfg.runs // group)) if group else cores
+        return workers, f"{cfg.model} is a neural model" + (f"; its {cfg.runs} runs form {workers} group(s) of "
+                                                               f"runs_per_pass = {group}" if workers < cores else "")
     seconds = cfg.runs * cfg.eval_count() * SECONDS_PER_RUN_GENERATION[cfg.path]
     if seconds > SERIAL_UP_TO_S:
         return cores, f"about {seconds:.0f} s of work in one process"

@@ -86,6 +86,7 @@ def curves(ax, summary: pd.DataFrame, hue: str, label: Callable[[Any], str] = st
     for i, (key, rows) in enumerate(summary.groupby(hue, sort=False)):
         curve(ax, rows, f"C{i}", label(key), value)
     ax.set_xlabel("generation t")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.grid(alpha=0.3)
 
 

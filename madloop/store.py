@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import errno
 import json
 import os
 import platform

@@ -100,6 +100,8 @@ def test_jobs_auto_picks_the_worker_count_from_the_work(monkeypatch):
     assert auto_jobs(resolve(dict(runs=1000, gens=50, path="samples")))[0] == 8
     assert auto_jobs(resolve(dict(runs=10**6, gens=100)))[0] == 8
     assert auto_jobs(resolve(dict(model="ddpm", runs=2, gens=1)))[0] == 8  # a neural model
+    assert auto_jobs(resolve(dict(data="digits", runs=6, gens=1)))[0] == 2  # two groups of 4 runs, one thread each
+    assert auto_jobs(resolve(dict(data="digits", runs=64, gens=1)))[0] == 8
     assert parse_jobs("3", []) == (3, "as given")
     for bad in ("0", "-1", "two"):
         with pytest.raises(MadloopError, match="--jobs must be a positive integer or auto"):
