@@ -124,6 +124,11 @@ class ImageSource:
 
     name: str
 
+    def __post_init__(self):
+        # Checked, loaded and split once, so bad options fail when the config is built.
+        check_size(self.name, self.size)
+        pools(self)
+
     def sample(self, n: int, rng: RunRNG) -> Samples:
         return draw(pools(self).training, n, rng, f"the training pool of {self.name}")
 
@@ -242,10 +247,6 @@ class DigitsData(ImageSource):
 
     name = "digits"
 
-    def __post_init__(self):
-        check_size(self.name, self.size)
-        pools(self)
-
     def images(self):
         return _digits()
 
@@ -267,10 +268,6 @@ class MnistData(ImageSource):
     n_reference: int = 1000
 
     name = "mnist"
-
-    def __post_init__(self):
-        check_size(self.name, self.size)
-        pools(self)
 
     def images(self):
         return _mnist()
@@ -294,10 +291,6 @@ class FashionMnistData(ImageSource):
     folder: str = FASHION_FOLDER
 
     name = "fashion-mnist"
-
-    def __post_init__(self):
-        check_size(self.name, self.size)
-        pools(self)
 
     def images(self):
         return _fashion(self.folder)

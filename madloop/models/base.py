@@ -30,6 +30,14 @@ def check_points(family: str, data: Samples, rng: RunRNG) -> None:
         raise MadloopError(f"the random stream has {rng.n_runs} runs but the data has {data.n_runs}")
 
 
+def check_torch_options(device: str, dtype: str) -> None:
+    """The ``device`` and ``dtype`` options every torch family takes."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+
+
 def torch_device(device: str):
     """The torch device a spec's ``device`` option names: "cpu", "cuda", or "auto" (cuda when torch sees one)."""
     import torch

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from madloop.models.base import check_points, check_sampling, torch_device
+from madloop.models.base import check_points, check_sampling, check_torch_options, torch_device
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
@@ -212,10 +212,7 @@ class Diffusion:
             raise ValueError(f"{self.family} needs a positive learning rate, got lr={self.lr}")
         if self.time_embedding not in ("raw", "sinusoidal"):
             raise ValueError(f"time_embedding must be 'raw' or 'sinusoidal', got {self.time_embedding!r}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        check_torch_options(self.device, self.dtype)
 
     @property
     def family(self) -> str:

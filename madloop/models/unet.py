@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from madloop.errors import MadloopError
-from madloop.models.base import check_sampling, torch_device
+from madloop.models.base import check_sampling, check_torch_options, torch_device
 from madloop.models.diffusion import edm_denoiser, edm_loss, heun_sampler, karras_sigmas, positional_embedding
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG, role_id
@@ -390,10 +390,7 @@ class UNet:
         for name, (holds, needs) in rules.items():
             if not holds:  # NaN fails every comparison
                 raise ValueError(f"unet needs {name} {needs}, got {name}={getattr(self, name)!r}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        check_torch_options(self.device, self.dtype)
 
     @property
     def torch_device(self) -> torch.device:
