@@ -63,12 +63,12 @@ def evaluate(cfg, parts, runs: range, gen: int, samples: np.ndarray | None, mode
              threads: int, cost=None) -> dict[str, np.ndarray]:
     """Every metric's values (one per run) for one generation of a chunk; a metric that returns named
     arrays (``classes``) adds one entry per name. ``cost``: the remedies' per-run costs (Generation.cost)."""
-    values = {}
+    values, shared = {}, {}
     for name, metric in parts.metrics.items():
         if model is None and metric.model:
             continue
         ev = Evaluation(samples, reference, model, generator(cfg.seed, gen, Role.metric(name)), threads,
-                        getattr(parts.points, "truth", None), parts.points, cost)
+                        getattr(parts.points, "truth", None), parts.points, cost, shared=shared)
         out = metric(ev)
         for key, v in (out.items() if isinstance(out, dict) else [(name, out)]):
             if key != name and not key.startswith(f"{name}_"):

@@ -180,8 +180,8 @@ def test_kid_equals_torchmetrics_and_the_direct_formula(net, real):
 # The registered metrics on an Evaluation.
 
 
-def evaluation(samples, reference, data):
-    return Evaluation(samples, reference, None, np.random.default_rng(0), data=data)
+def evaluation(samples, reference, data, shared=None):
+    return Evaluation(samples, reference, None, np.random.default_rng(0), data=data, shared={} if shared is None else shared)
 
 
 def test_registered_metrics_measure_each_run_alone(digits, real):
@@ -204,8 +204,9 @@ def test_the_metrics_of_one_generation_share_one_forward_pass(digits, real, monk
     forward = features.FeatureNet.forward
     monkeypatch.setattr(features.FeatureNet, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
     runs = np.stack([train[:100], train[100:200]])
-    for name in ("fid", "kid", "precision", "recall", "classes"):  # one Evaluation per metric, as measure.py makes them
-        METRICS[name](evaluation(runs, ref, digits))
+    shared = {}  # one Evaluation per metric sharing one dict, as measure.py makes them
+    for name in ("fid", "kid", "precision", "recall", "classes"):
+        METRICS[name](evaluation(runs, ref, digits, shared))
     assert calls == [100, 100, len(ref)]
     METRICS["fid"](evaluation(runs[::-1].copy(), ref, digits))  # other images: embedded anew
     assert len(calls) == 6

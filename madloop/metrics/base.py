@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +22,7 @@ class Evaluation:
     truth: tuple[np.ndarray, np.ndarray] | None = None  # p_r's mean and covariance, where the source knows them
     data: Any = None  # the real-data source (image metrics embed through its feature network)
     cost: Any = None  # the remedies' per-run costs of this generation (madloop/remedies.py), where recorded
+    shared: dict = field(default_factory=dict)  # what the metrics of one generation compute once (image embeddings)
 
     @property
     def points(self) -> np.ndarray:

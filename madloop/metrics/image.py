@@ -18,7 +18,6 @@ below are the same statistics for scripts, on two arrays of images.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,23 +79,9 @@ class Embedded:
     reference: np.ndarray  # (m, f) float64
 
 
-_last: tuple[tuple[str, str], Embedded] | None = None  # the last images embedded, by content
-
-
-def fingerprint(*arrays: np.ndarray) -> str:
-    """A digest of arrays' shapes and contents (SHA-1 reads about 1 GB/s: far faster than embedding them)."""
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(repr((a.shape, a.dtype.str)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 def embedded(ev: Evaluation) -> Embedded:
-    """The Evaluation's samples and reference in feature space. measure.py makes one Evaluation per metric
-    from the same images, so the last result is kept by content: fid, kid, precision, recall and classes
-    of one generation share one forward pass."""
-    global _last
+    """The Evaluation's samples and reference in feature space, kept in ``ev.shared`` (one dict for all the
+    metrics of a generation): fid, kid, precision, recall and classes of one generation share one forward pass."""
     if ev.data is None or not hasattr(ev.data, "feature_set"):
         raise MadloopError("fid, kid, classes and precision/recall on images measure them in a feature network's space: "
                            "they need an image data source (--data digits, mnist, fashion-mnist or images)")
@@ -104,12 +89,12 @@ def embedded(ev: Evaluation) -> Embedded:
         raise MadloopError(f"image metrics need samples of shape (runs, n, C, H, W), got "
                            f"{None if ev.samples is None else ev.samples.shape}")
     net = network(ev.data)
-    key = (net.identity, fingerprint(ev.samples, ev.reference))
-    if _last is None or _last[0] != key:
+    key = f"embedded:{net.identity}"
+    if key not in ev.shared:
         pairs = [net.forward(x) for x in ev.samples]  # run by run: a run's values never depend on its chunk
-        out = Embedded(net, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), net.embed(ev.reference))
-        _last = (key, out)
-    return _last[1]
+        ev.shared[key] = Embedded(net, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
+                                  net.embed(ev.reference))
+    return ev.shared[key]
 
 
 def feature_points(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
