@@ -1,14 +1,21 @@
 """From per-run values to the figures of merit: means with 95% CIs, MAD ratio, convergence ratio.
 
 MAD ratio r_t = E[d_t] / E[d_1] and the convergence ratio (mean over t in [W, T] of E[d_t], over
-E[d_1], with the window W = 20 unless given) are ratios of means over runs (SPEC section 1). Their CIs
-use the delta method on the paired per-run values; the CI of a mean uses Student's t. Both ratios are
+E[d_1], with the window W = 20 unless given) are ratios of means over runs (SPEC section 1). Both ratios are
 reported only for distances to p_r (``is_distance``): a ratio of log-determinants means nothing.
 
+Intervals, one function each, used by every study: the 95% CI of a mean is Student's t with n - 1 degrees
+of freedom (``mean_ci``); the 95% CI of a ratio of means is a percentile bootstrap over runs
+(``ratio_interval``: runs resampled with their pairs, a fixed seed, Hesterberg's expansion for few runs).
+Neither uses the normal quantile 1.96: with 6 runs that interval is 20-24% too narrow, and the delta method
+behind it is broken by the heavy-tailed runs that a blow-up makes.
+
 Every chunk of runs reduces its values to sums (counts, sums, sums of squares and products with
-generation 1; written by madloop.measure into moments.parquet) as it goes, and all figures of merit come
-from those sums added over chunks. So a summary covers every run even when only the first ``store_runs``
-runs keep per-run rows (a million runs would not fit in a table); quantiles (median, 5%, 95%) come from the stored rows.
+generation 1; written by madloop.measure into moments.parquet) as it goes; means, their CIs and the ratios
+themselves come from those sums added over chunks, so they cover every run even when only the first
+``store_runs`` runs keep per-run rows (a million runs would not fit in a table). The bootstrap resamples
+runs, so a ratio's CI needs every run's rows (runs <= store_runs, the default up to 10,000 runs); without
+them it is NaN. Quantiles (median, 5%, 95%) come from the stored rows.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from scipy import stats
 from madloop import store
 from madloop.config import RunConfig
 from madloop.errors import MadloopError
-from madloop.measure import CONVERGENCE_START, PAIR, SUMS, sums
+from madloop.measure import CONVERGENCE_START, PAIR, SUMS
 from madloop.registry import METRICS
 
 
@@ -47,33 +54,76 @@ def mean_ci(m) -> tuple[float, float, float]:
     return float(mean), float(sem), float(stats.t.ppf(0.975, n - 1) * sem)
 
 
-def ratio_ci(m) -> tuple[float, float]:
-    """mean(a) / mean(b) over paired runs and the half-width of its 95% delta-method interval."""
-    n = m["np"]
-    if n < 2 or m["sb"] == 0:
-        return np.nan, np.nan
-    ma, mb = m["sa"] / n, m["sb"] / n
-    r = ma / mb
-    var_a = (m["saa"] - n * ma * ma) / (n - 1)
-    var_b = (m["sbb"] - n * mb * mb) / (n - 1)
-    cov_ab = (m["sab"] - n * ma * mb) / (n - 1)
-    var = (var_a - 2 * r * cov_ab + r**2 * var_b) / (n * mb**2)
-    return float(r), float(1.96 * np.sqrt(max(var, 0.0)))
+RESAMPLES = 4000  # bootstrap resamples of the runs: enough for the 0.2% tail that 6 runs need (see ratio_interval)
+BOOTSTRAP_SEED = 0  # the resampling is the same in every summary: intervals are reproducible
+
+
+def ratio_interval(a, b, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over paired runs (a pair with NaN or inf is left out) and its 95% interval.
+
+    The interval is a percentile bootstrap over runs: ``resamples`` times, draw n runs with replacement
+    (each run keeps its pair: a ratio's numerator and denominator share D_r), and take the quantiles of
+    mean(a*) / mean(b*). Plain percentiles are too narrow with few runs (their spread is the plug-in one,
+    sqrt((n - 1) / n) of the sample's, and the normal shape's quantiles); Hesterberg's expanded percentile
+    interval ("What teachers should know about the bootstrap", The American Statistician 69(4), 2015)
+    corrects both: it reads the quantiles alpha' / 2 and 1 - alpha' / 2 with
+    Phi^-1(alpha' / 2) = -sqrt(n / (n - 1)) t_{n-1, 0.975}, about 0.24% and 99.76% for n = 6. For a mean of
+    normal data that is close to the Student-t interval; for a skewed ratio it is asymmetric, as the ratio's
+    law is. Deterministic given ``seed``. NaN with fewer than 2 pairs.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    n = len(a)
+    if n < 2 or b.sum() == 0:
+        return np.nan, np.nan, np.nan
+    tail = stats.norm.cdf(-np.sqrt(n / (n - 1)) * stats.t.ppf(0.975, n - 1))
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2**20 // n)  # resamples drawn at a time: a few MB of indices whatever n is
+    star = []
+    for k in range(0, resamples, chunk):
+        i = rng.integers(0, n, (min(chunk, resamples - k), n))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            star.append(a[i].sum(1) / b[i].sum(1))
+    lo, hi = np.quantile(np.concatenate(star), [tail, 1 - tail])
+    return float(a.mean() / b.mean()), float(lo), float(hi)
+
+
+def ratio_of_sums(m) -> float:
+    """mean(a) / mean(b) over the paired runs that the sums ``m`` (np, sa, sb) cover; NaN with fewer than 2."""
+    return float(m["sa"] / m["sb"]) if m["np"] >= 2 and m["sb"] != 0 else np.nan
+
+
+def mad_ratio_intervals(table: pd.DataFrame | None, total: pd.DataFrame) -> dict[tuple[str, int], tuple[float, float]]:
+    """(metric, gen) -> the MAD ratio's bootstrap interval, where the stored rows hold every run the sums pair."""
+    pairs = total.set_index(["metric", "gen"])["np"]
+    out = {}
+    for metric, rows in ([] if table is None else table.groupby("metric")):
+        values = rows.pivot(index="run", columns="gen", values="value")
+        if 1 not in values.columns:
+            continue
+        for gen in values.columns[values.columns >= 1]:
+            a, b = values[gen].to_numpy(), values[1].to_numpy()
+            if (np.isfinite(a) & np.isfinite(b)).sum() == pairs.get((metric, gen), -1):
+                out[metric, int(gen)] = ratio_interval(a, b)[1:]
+    return out
 
 
 def summarize(moment_rows: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (metric, gen): n, mean, sem, 95% CI, MAD ratio with its CI, and quantiles of stored runs.
 
-    ``moment_rows`` has columns metric, gen and SUMS (any number of rows per pair: they are summed).
+    ``moment_rows`` has columns metric, gen and SUMS (any number of rows per pair: they are summed); ``table``
+    the stored per-run rows, which the MAD ratio's bootstrap interval resamples (NaN where they lack runs).
     Generation 0 is the real-data floor; the MAD ratio is relative to generation 1.
     """
     total = moment_rows.groupby(["metric", "gen"], sort=True)[SUMS].sum().reset_index()
+    intervals = mad_ratio_intervals(table, total)
     rows = []
     for m in total.to_dict("records"):
         mean, sem, half = mean_ci(m)
-        r, r_half = ratio_ci(m)
+        low, high = intervals.get((m["metric"], int(m["gen"])), (np.nan, np.nan))
         rows.append(dict(metric=m["metric"], gen=int(m["gen"]), n=int(m["n"]), mean=mean, sem=sem, ci_low=mean - half,
-                         ci_high=mean + half, mad_ratio=r, mad_ratio_low=r - r_half, mad_ratio_high=r + r_half))
+                         ci_high=mean + half, mad_ratio=ratio_of_sums(m), mad_ratio_low=low, mad_ratio_high=high))
     out = pd.DataFrame(rows)
     if table is not None and len(table) and len(out):
         q = table.groupby(["metric", "gen"]).value.quantile([0.05, 0.5, 0.95]).unstack()
@@ -107,44 +157,47 @@ class Result:
         per_gen = self.table.drop_duplicates(["gen", "train_s", "eval_s"])  # one row per chunk and generation
         return float(per_gen.train_s.sum()), float(per_gen.eval_s.sum())
 
-    def convergence_ratio(self, metric: str, window: int | None = None) -> tuple[float, float]:
-        """Mean over generations t >= ``window`` (default 20) of E[d_t], over E[d_1], with its 95% CI
-        half-width; NaN when the run has fewer generations than the window.
+    def convergence_ratio(self, metric: str, window: int | None = None) -> tuple[float, float, float]:
+        """Mean over generations t >= ``window`` (default 20) of E[d_t], over E[d_1], and its 95% bootstrap
+        interval (``ratio_interval``: each run's mean over the window, paired with its generation 1); NaN
+        when the run has fewer generations than the window.
 
-        The default window reads the per-chunk sums, which cover every run. Another window averages each
-        run's stored rows, so it needs every run's rows (runs <= store_runs); both give the same numbers.
+        The default window's ratio reads the per-chunk sums, which cover every run; its interval, and any
+        other window, need every run's stored rows (runs <= store_runs). Both give the same ratio.
         """
         window = CONVERGENCE_START if window is None else window
         if not isinstance(window, int) or isinstance(window, bool) or window < 1:
             raise MadloopError(f"the convergence window must be a positive integer, got {window!r}")
-        if window == CONVERGENCE_START:
-            rows = self.convergence[self.convergence.metric == metric]
-            return ratio_ci(rows[PAIR].sum()) if len(rows) else (np.nan, np.nan)
-        if self.config.runs > self.config.store_runs:
+        stored = self.config.runs <= self.config.store_runs
+        if not stored and window != CONVERGENCE_START:
             raise MadloopError(f"a convergence window other than {CONVERGENCE_START} needs every run's rows, but {self.path} "
                                f"kept {self.config.store_runs} of {self.config.runs} runs (store_runs)")
+        if not stored:
+            rows = self.convergence[self.convergence.metric == metric]
+            return (ratio_of_sums(rows[PAIR].sum()) if len(rows) else np.nan), np.nan, np.nan
         values = self.table[self.table.metric == metric].pivot(index="run", columns="gen", values="value")
         late = [g for g in values.columns if g >= window]
         if not late or 1 not in values.columns:
-            return np.nan, np.nan
+            return np.nan, np.nan, np.nan
         # As the runner sums them: each run's mean over the late generations, paired with its generation 1.
-        return ratio_ci(sums(values[late].mean(axis=1, skipna=False).to_numpy(), values[1].to_numpy()))
+        return ratio_interval(values[late].mean(axis=1, skipna=False).to_numpy(), values[1].to_numpy())
 
     def headline(self, window: int | None = None) -> pd.DataFrame:
         """Per metric: the real-data floor, E[d_1], E[d_T], and for distances the MAD ratio r_T and the
-        convergence ratio over generations t >= ``window`` (default 20; NaN when T is shorter)."""
+        convergence ratio over generations t >= ``window`` (default 20; NaN when T is shorter), each with
+        its 95% interval (``_low``, ``_high``)."""
         rows = []
         for metric, df in self.summary().groupby("metric", sort=False):
             by_gen = df.set_index("gen")
             last = by_gen.index.max()
             row = dict(metric=metric, floor=by_gen["mean"].get(0, np.nan), first=by_gen["mean"].get(1, np.nan),
-                       last_gen=int(last), last=by_gen.loc[last, "mean"], mad_ratio=np.nan, mad_ratio_ci=np.nan,
-                       convergence_ratio=np.nan, convergence_ratio_ci=np.nan)
+                       last_gen=int(last), last=by_gen.loc[last, "mean"], mad_ratio=np.nan, mad_ratio_low=np.nan,
+                       mad_ratio_high=np.nan, convergence_ratio=np.nan, convergence_ratio_low=np.nan,
+                       convergence_ratio_high=np.nan)
             if is_distance(metric):
-                conv, conv_half = self.convergence_ratio(metric, window)
-                row.update(mad_ratio=by_gen.loc[last, "mad_ratio"],
-                           mad_ratio_ci=by_gen.loc[last, "mad_ratio"] - by_gen.loc[last, "mad_ratio_low"],
-                           convergence_ratio=conv, convergence_ratio_ci=conv_half)
+                row.update({k: by_gen.loc[last, k] for k in ("mad_ratio", "mad_ratio_low", "mad_ratio_high")})
+                row.update(zip(("convergence_ratio", "convergence_ratio_low", "convergence_ratio_high"),
+                               self.convergence_ratio(metric, window)))
             rows.append(row)
         return pd.DataFrame(rows)
 

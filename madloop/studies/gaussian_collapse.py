@@ -22,10 +22,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from scipy import stats
 from scipy.special import digamma
 
 import madloop
+from madloop.measure import sums
+from madloop.results import mean_ci
 from madloop.runner import build
 from madloop.studies import Study, register
 from madloop.plots import save
@@ -43,8 +44,7 @@ def laws(n: int, d: int, t: np.ndarray) -> dict[str, np.ndarray]:
 
 def summarize(values: np.ndarray) -> dict[str, float]:
     """Mean with its standard error and Student-t 95% CI, median and 5% / 95% quantiles over runs."""
-    mean, se = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
-    half = stats.t.ppf(0.975, len(values) - 1) * se
+    mean, se, half = mean_ci(sums(values, None))
     q05, median, q95 = np.quantile(values, [0.05, 0.5, 0.95])
     return dict(mean=mean, se=se, ci_low=mean - half, ci_high=mean + half, median=median, q05=q05, q95=q95)
 

@@ -15,8 +15,9 @@ Gaussian model, SPEC E1's 2D Gaussian p_r, distance = closed-form W2 between the
      (run for twice as many): by then the first model's weight in G^t, (n_s / (n_r + n_s))^t, is below
      e^-burn, and its share of the squared error below e^-2 burn;
    - n_e = the n where the real-only curve, interpolated linearly in log-log coordinates, equals L. Its 95%
-     interval inverts L +- 1.96 SE, with SE the mean of the per-generation standard errors (a bound: the
-     generations of a run are correlated). Values beyond the grid are clipped to its ends.
+     interval inverts L +- t SE (Student t, runs - 1 degrees of freedom), with SE the mean of the
+     per-generation standard errors (a bound: the generations of a run are correlated). Values beyond the
+     grid are clipped to its ends.
    The phase diagram shows n_e / n_r over (n_r, n_s) for each lam: synthetic data help where it is >= 1.
 3. The check against SPEC section 6: with lam = 1 and the mean error as the distance, n_e must be
    n_r (n_r + 2 n_s) / (n_r + n_s).
@@ -34,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
+from scipy import stats
 
 from madloop.algorithms import Standard
 from madloop.models.base import Model, ModelSpec
@@ -118,8 +120,8 @@ def effective_sizes(curve: pd.DataFrame, loops: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (metric, lam, n_r, n_s), df in loops.groupby(["metric", "lam", "n_real", "n_synth"], sort=False):
         c = curve[curve.metric == metric]
-        level, se = df["mean"].mean(), df["sem"].mean()
-        levels = np.array([level + 1.96 * se, level, level - 1.96 * se])
+        level, se, t = df["mean"].mean(), df["sem"].mean(), stats.t.ppf(0.975, df.n.min() - 1)
+        levels = np.array([level + t * se, level, level - t * se])
         low, mid, high = effective_size(c.n_real.to_numpy(float), c["mean"].to_numpy(), levels)
         rows.append(dict(part="n_e", lam=lam, n_real=n_r, n_synth=n_s, metric=metric, mean=mid, ci_low=low,
                          ci_high=high))

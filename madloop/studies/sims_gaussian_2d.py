@@ -40,9 +40,9 @@ def run_part(part: str, points: list[dict[str, Any]], common: Mapping[str, Any],
 
 
 def with_convergence(result: Result) -> pd.DataFrame:
-    """The summary of a run with each metric's convergence ratio and its CI half-width as columns."""
-    ratios = pd.DataFrame([dict(metric=m, convergence_ratio=r, convergence_ratio_ci=h)
-                           for m in result.config.metrics for r, h in [result.convergence_ratio(m)]])
+    """The summary of a run with each metric's convergence ratio and its 95% interval as columns."""
+    ratios = pd.DataFrame([dict(metric=m, convergence_ratio=r, convergence_ratio_low=lo, convergence_ratio_high=hi)
+                           for m in result.config.metrics for r, lo, hi in [result.convergence_ratio(m)]])
     return result.summary().merge(ratios, on="metric", how="left")
 
 
@@ -112,8 +112,9 @@ def plot_convergence(table: pd.DataFrame, p, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for i, (size, df) in enumerate(rows.groupby("n_synth")):
         df = df.sort_values("omega")
-        ax.errorbar(df.omega + 0.03 * (i - 1.5), df.convergence_ratio, yerr=df.convergence_ratio_ci, marker="o",
-                    capsize=3, color=f"C{i}", label=f"|S^t| = {size}")
+        yerr = [df.convergence_ratio - df.convergence_ratio_low, df.convergence_ratio_high - df.convergence_ratio]
+        ax.errorbar(df.omega + 0.03 * (i - 1.5), df.convergence_ratio, yerr=yerr, marker="o", capsize=3, color=f"C{i}",
+                    label=f"|S^t| = {size}")
     ax.axhline(1.0, color="0.5", linewidth=0.8)
     ax.set_xlabel("guidance strength ω")
     ax.set_ylabel(f"convergence ratio\nmean of E[W2_t] over t in [20, {p['gens']}] / E[W2_1]")
