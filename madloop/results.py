@@ -31,7 +31,7 @@ from scipy import stats
 from madloop import store
 from madloop.config import RunConfig
 from madloop.errors import MadloopError
-from madloop.measure import CONVERGENCE_START, PAIR, SUMS
+from madloop.measure import CONVERGENCE_START, PAIR, SUMS, sums
 from madloop.registry import METRICS
 
 
@@ -109,6 +109,22 @@ def mad_ratio_intervals(table: pd.DataFrame | None, total: pd.DataFrame) -> dict
     return out
 
 
+def window_gens(gens, window) -> list:
+    """The generations a convergence window averages: t >= ``window`` for an int, start <= t <= end for a
+    pair (start, end)."""
+    if isinstance(window, tuple) and len(window) == 2:
+        start, end = window
+    else:
+        start, end = window, None
+    for v in (start, end):
+        if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
+            raise MadloopError(f"the convergence window must be a positive integer or a pair (start, end) of them, "
+                               f"got {window!r}")
+    if end is not None and end < start:
+        raise MadloopError(f"the convergence window {window!r} ends before it starts")
+    return [g for g in gens if g >= start and (end is None or g <= end)]
+
+
 def summarize(moment_rows: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (metric, gen): n, mean, sem, 95% CI, MAD ratio with its CI, and quantiles of stored runs.
 
@@ -157,17 +173,16 @@ class Result:
         per_gen = self.table.drop_duplicates(["gen", "train_s", "eval_s"])  # one row per chunk and generation
         return float(per_gen.train_s.sum()), float(per_gen.eval_s.sum())
 
-    def convergence_ratio(self, metric: str, window: int | None = None) -> tuple[float, float, float]:
-        """Mean over generations t >= ``window`` (default 20) of E[d_t], over E[d_1], and its 95% bootstrap
-        interval (``ratio_interval``: each run's mean over the window, paired with its generation 1); NaN
-        when the run has fewer generations than the window.
+    def convergence_ratio(self, metric: str, window: int | tuple[int, int] | None = None) -> tuple[float, float, float]:
+        """Mean over the generations of ``window`` (t >= window, or start <= t <= end for a pair; default
+        t >= 20) of E[d_t], over E[d_1], and its 95% bootstrap interval (``ratio_interval``: each run's mean
+        over the window, paired with its generation 1); NaN when no generation reaches the window.
 
         The default window's ratio reads the per-chunk sums, which cover every run; its interval, and any
         other window, need every run's stored rows (runs <= store_runs). Both give the same ratio.
         """
         window = CONVERGENCE_START if window is None else window
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise MadloopError(f"the convergence window must be a positive integer, got {window!r}")
+        window_gens([], window)  # checks it
         stored = self.config.runs <= self.config.store_runs
         if not stored and window != CONVERGENCE_START:
             raise MadloopError(f"a convergence window other than {CONVERGENCE_START} needs every run's rows, but {self.path} "
@@ -176,7 +191,7 @@ class Result:
             rows = self.convergence[self.convergence.metric == metric]
             return (ratio_of_sums(rows[PAIR].sum()) if len(rows) else np.nan), np.nan, np.nan
         values = self.table[self.table.metric == metric].pivot(index="run", columns="gen", values="value")
-        late = [g for g in values.columns if g >= window]
+        late = window_gens(values.columns, window)
         if not late or 1 not in values.columns:
             return np.nan, np.nan, np.nan
         # As the runner sums them: each run's mean over the late generations, paired with its generation 1.
@@ -202,38 +217,45 @@ class Result:
         return pd.DataFrame(rows)
 
 
-def compare(a: Result, b: Result, metric: str, window: int | None = None) -> pd.DataFrame:
-    """The paired difference b - a of ``metric`` over the runs that both results stored, per generation, with
-    the 95% Student-t interval of its mean (SPEC section 5: two configurations run with one seed share D_r
-    and, for training algorithms that share streams, generation 1; compare them run by run, not each over
-    its own generation 1).
+def compare(a: Result, b: Result, metric: str, window: int | tuple[int, int] | None = None) -> pd.DataFrame:
+    """The paired difference b - a of ``metric`` over runs, per generation, with the 95% Student-t interval of
+    its mean (SPEC section 5: two configurations run with one seed share D_r and, for training algorithms
+    that share streams, generation 1; compare them run by run, not each over its own generation 1).
 
-    Columns: gen, late, n (runs paired), a and b (their means), diff, lo, hi. With ``window``, one more row
-    (late = True, gen = window) pairs each run's mean over the generations t >= window.
+    Columns: gen, late, n (runs paired), a and b (their means), diff, lo, hi. With ``window`` (t >= window,
+    or a pair (start, end): start <= t <= end, as in ``Result.convergence_ratio``), one more row (late =
+    True, gen = the window's first generation) pairs each run's mean over the window's generations. A run
+    that is not finite in either arm (diverged) pairs with nothing. Refuses results of different seeds or
+    numbers of runs, or whose stored runs differ: their runs are not the same draws.
     """
-    if a.config.seed != b.config.seed:
-        raise MadloopError(f"compare pairs runs of one seed; {a.path} has seed {a.config.seed}, {b.path} seed {b.config.seed}")
+    for setting in ("seed", "runs"):
+        if getattr(a.config, setting) != getattr(b.config, setting):
+            raise MadloopError(f"compare pairs the runs of one seed and number of runs; {a.path} has {setting} "
+                               f"{getattr(a.config, setting)}, {b.path} {setting} {getattr(b.config, setting)}")
     tables = []
     for r in (a, b):
         rows = r.table[r.table.metric == metric]
         if not len(rows):
             raise MadloopError(f"{r.path} has no rows of metric '{metric}'")
         tables.append(rows.pivot(index="run", columns="gen", values="value"))
-    va, vb = tables[0].align(tables[1], join="inner")
+    if not tables[0].index.equals(tables[1].index):
+        raise MadloopError(f"compare pairs run by run, but {a.path} stored runs {list(tables[0].index)[:5]}... and "
+                           f"{b.path} runs {list(tables[1].index)[:5]}... (set store_runs alike)")
+    va, vb = tables[0].align(tables[1], join="inner", axis=1)
     if len(va) < 2:
         raise MadloopError(f"compare needs at least 2 runs stored in both results, got {len(va)}")
     pairs = [(int(g), False, va[g], vb[g]) for g in va.columns]
     if window is not None:
-        late = [g for g in va.columns if g >= window]
+        late = window_gens(va.columns, window)
         if not late:
-            raise MadloopError(f"no stored generation reaches the window t >= {window}")
-        pairs.append((window, True, va[late].mean(axis=1, skipna=False), vb[late].mean(axis=1, skipna=False)))
+            raise MadloopError(f"no stored generation reaches the window {window!r}")
+        pairs.append((int(late[0]), True, va[late].mean(axis=1, skipna=False), vb[late].mean(axis=1, skipna=False)))
     out = []
     for gen, is_late, x, y in pairs:
         x, y = x.to_numpy(), y.to_numpy()
-        ok = np.isfinite(x) & np.isfinite(y)  # a run that diverged in either arm pairs with nothing
+        ok = np.isfinite(x) & np.isfinite(y)
         d = y[ok] - x[ok]
-        mean, _, half = mean_ci(dict(n=len(d), s1=d.sum(), s2=(d * d).sum()))
+        mean, _, half = mean_ci(sums(d, None))
         out.append(dict(gen=gen, late=is_late, n=len(d), a=float(x[ok].mean()), b=float(y[ok].mean()),
                         diff=mean, lo=mean - half, hi=mean + half))
     return pd.DataFrame(out)

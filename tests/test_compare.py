@@ -41,14 +41,38 @@ def test_the_window_pairs_each_runs_late_mean(arms):
     late = table[table.late].iloc[0]
     per_gen = table[~table.late].set_index("gen")
     assert late.gen == 3 and late["diff"] == pytest.approx(per_gen.loc[[3, 4], "diff"].mean())
+    assert list(table.columns[:1]) == ["gen"] and {"diff", "lo", "hi"} <= set(table.columns)
+
+
+def test_a_window_with_an_end_averages_only_its_generations(arms):
+    a, b = arms
+    table = madloop.compare(a, b, "true_w2", window=(2, 3))
+    late = table[table.late].iloc[0]
+    x = a.table.query("metric == 'true_w2' and gen in (2, 3)").groupby("run").value.mean()
+    y = b.table.query("metric == 'true_w2' and gen in (2, 3)").groupby("run").value.mean()
+    d = (y - x).to_numpy()
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert late.gen == 2 and [late["diff"], late.lo, late.hi] == pytest.approx([d.mean(), lo, hi])
+    # The convergence ratio reads the same window.
+    values = a.table.query("metric == 'true_w2'").pivot(index="run", columns="gen", values="value")
+    assert a.convergence_ratio("true_w2", (2, 3))[0] == pytest.approx(values[[2, 3]].mean(axis=1).mean() / values[1].mean())
 
 
 def test_compare_refuses_what_it_cannot_pair(arms, tmp_path):
     a, _ = arms
     other = madloop.run(out=tmp_path / "other", seed=1, **SETTINGS)
-    with pytest.raises(madloop.MadloopError, match="pairs runs of one seed"):
+    with pytest.raises(madloop.MadloopError, match="one seed and number of runs; .* has seed 0, .* seed 1"):
         madloop.compare(a, other, "true_w2")
+    fewer = madloop.run(out=tmp_path / "fewer", **{**SETTINGS, "runs": 100})
+    with pytest.raises(madloop.MadloopError, match="has runs 200, .* runs 100"):
+        madloop.compare(a, fewer, "true_w2")
+    stored = madloop.run(out=tmp_path / "stored", **{**SETTINGS, "store_runs": 100})
+    with pytest.raises(madloop.MadloopError, match="stored runs"):
+        madloop.compare(a, stored, "true_w2")
     with pytest.raises(madloop.MadloopError, match="no rows of metric 'w2'"):
         madloop.compare(a, a, "w2")
     with pytest.raises(madloop.MadloopError, match="reaches the window"):
         madloop.compare(a, a, "true_w2", window=10)
+    for bad in (0, (3, 2), 2.5, (1, 2, 3)):
+        with pytest.raises(madloop.MadloopError, match="convergence window"):
+            madloop.compare(a, a, "true_w2", window=bad)
