@@ -1,65 +1,193 @@
-"""SIMS: Self-IMproving diffusion models with Synthetic data (Alemohammad et al. 2024; SPEC section 3).
+"""SIMS: Self-IMproving diffusion models with Synthetic data (Alemohammad et al. 2024; SPEC section 3), and
+the two controls that separate its synthetic-data signal from look-alikes.
 
 Symbols: omega the guidance strength (EDM2's autoguidance weight is w = 1 + omega; madloop uses omega
-only), n_aux the size of the internal synthetic set S (the paper's n_s), aux_epochs the fine-tuning budget B in
-epochs over S.
+only), n_aux the size of the set the auxiliary model trains on (for SIMS the internal synthetic set S, the
+paper's n_s), B the auxiliary model's training budget: ``aux_images`` training images seen, or ``aux_epochs``
+passes over the n_aux items (B = aux_epochs x n_aux images). A family counts its budgets in its own unit
+(``spec.budget_unit``: the 2D diffusion families in epochs, the unet in images) and the two options convert.
+
+Three ways to make the auxiliary model that guides negatively, (1 + omega) D_base - omega D_aux:
+- ``sims`` (aux_data="synthetic"): the base fine-tuned on n_aux of its own unguided samples (SIMS);
+- ``sims`` with aux_data="real" (the real-data control): the base fine-tuned on n_aux images of the loop's
+  real data D_r for the same budget: if SIMS only gains by fine-tuning more, this control gains as much;
+- ``autoguidance`` (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"): a model
+  of the same family trained from scratch on the base's own training set for the shorter budget B, optionally
+  narrower (``aux_width``): guidance by a weaker model, with no synthetic data at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from madloop.errors import MadloopError
 from madloop.models.base import Model, ModelSpec
 from madloop.registry import ALGOS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
 
+AUX_DATA = ("synthetic", "real")
+
+
+def base_budget(spec: ModelSpec) -> int:
+    """The budget of a fit from scratch, in the family's unit (its ``epochs`` or ``images`` option)."""
+    return getattr(spec, spec.budget_unit)
+
+
+def aux_budget(spec: ModelSpec, n_aux: int, epochs: int | None, images: int | None) -> int:
+    """The auxiliary model's budget in the family's unit, from aux_images (preferred when given) or aux_epochs.
+
+    A family that counts epochs takes aux_images / n_aux epochs (a whole number, else an error); a family that
+    counts images takes aux_epochs x n_aux images."""
+    if spec.budget_unit == "images":
+        return images if images is not None else epochs * n_aux
+    if images is None:
+        return epochs
+    if images % n_aux:
+        raise MadloopError(f"the {type(spec).__name__.lower()} family counts its budget in epochs over the "
+                           f"n_aux = {n_aux} items: aux_images ({images}) must be a multiple of n_aux")
+    return images // n_aux
+
+
+def check_guidance(omega: float, interval: tuple[float, float], n_aux: int | None, epochs: int | None,
+                   images: int | None) -> tuple[float, float]:
+    """The options every negative-guidance algorithm shares; returns the interval as floats."""
+    if not math.isfinite(omega):
+        raise ValueError(f"guidance needs a finite omega, got {omega}")
+    if n_aux is not None and n_aux < 1:
+        raise ValueError(f"n_aux must be >= 1, got {n_aux}")
+    if epochs is not None and epochs < 0 or images is not None and images < 0:
+        raise ValueError(f"the auxiliary budget must be >= 0, got aux_epochs={epochs}, aux_images={images}")
+    if len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1:
+        raise ValueError(f"the guidance interval needs (lo, hi) with 0 <= lo < hi <= 1, got {interval}")
+    return tuple(float(v) for v in interval)
+
+
+def check_family(algo: str, spec: ModelSpec, needs: tuple[str, ...]) -> None:
+    if not all(hasattr(spec, cap) for cap in needs):
+        raise ValueError(f"{algo} needs a model family that can fine-tune and guide (ddpm, edm, unet), "
+                         f"got {type(spec).__name__}")
+
+
+def fit_base(spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None, warm_start: bool) -> Model:
+    """Standard training on D (the same call and stream as the standard algorithm), or a warm start."""
+    if warm_start and previous is not None:
+        return spec.finetune(previous.base, data, rng.child(Role.FIT), base_budget(spec))
+    return spec.fit(data, rng.child(Role.FIT))
+
 
 @ALGOS.register("sims")
 @dataclass(frozen=True)
 class SIMS:
-    """Train a base model, build its auxiliary model from its own samples, sample with negative guidance.
+    """Train a base model, fine-tune an auxiliary copy on n_aux of its own samples, sample with negative guidance.
 
-    ``interval`` = (lo, hi): the sampler's step i of N (i = 0 the noisiest) is guided when lo <= i / N < hi;
-    (0, 1) guides every step. ``warm_start``: generation t's base continues from generation t-1's base
-    (fine-tuned on D^t for the spec's epochs, keeping its standardisation) instead of a fresh one.
+    ``aux_data``: "synthetic" (SIMS) or "real" (the control: the copy fine-tuned on n_aux items of the loop's real
+    data D_r, the same budget). ``aux_images`` (when given) or ``aux_epochs``: the fine-tuning budget B (module
+    docstring). ``interval`` = (lo, hi): the sampler's step i of N (i = 0 the noisiest) is guided when
+    lo <= i / N < hi; (0, 1) guides every step. ``warm_start``: generation t's base continues from generation
+    t-1's base (fine-tuned on D^t for the spec's budget, keeping its standardisation) instead of a fresh one.
     omega = 0 samples exactly as the base model; omega = -1 as the auxiliary model alone.
     """
 
-    # What the model family must provide (checked in config): fine-tuning and guidance, and a budget in epochs
-    # (the unet counts its budget in images: SIMS on images is not wired yet).
-    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "epochs")
+    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit")
+    takes_real: ClassVar[bool] = True  # the loop passes its real data D_r (the real-data control uses it)
 
     omega: float = 1.0
     n_aux: int = 2000
     aux_epochs: int = 50
+    aux_images: int | None = None
+    aux_data: str = "synthetic"
     interval: tuple[float, float] = (0.0, 1.0)
     warm_start: bool = False
 
     def __post_init__(self):
-        if not math.isfinite(self.omega):
-            raise ValueError(f"sims needs a finite omega, got {self.omega}")
-        if self.n_aux < 1 or self.aux_epochs < 0:
-            raise ValueError(f"sims needs n_aux >= 1 and aux_epochs >= 0, got {self.n_aux} and {self.aux_epochs}")
-        if len(self.interval) != 2 or not 0 <= self.interval[0] < self.interval[1] <= 1:
-            raise ValueError(f"sims needs an interval (lo, hi) with 0 <= lo < hi <= 1, got {self.interval}")
-        object.__setattr__(self, "interval", tuple(float(v) for v in self.interval))  # JSON gives a list
+        object.__setattr__(self, "interval", check_guidance(self.omega, self.interval, self.n_aux, self.aux_epochs,
+                                                            self.aux_images))
+        if self.aux_data not in AUX_DATA:
+            raise ValueError(f"aux_data must be one of {', '.join(AUX_DATA)}, got {self.aux_data!r}")
 
-    def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
-        if not all(hasattr(spec, cap) for cap in self.needs):
-            raise ValueError(f"sims needs a model family that can fine-tune and guide (ddpm, edm), got {type(spec).__name__}")
-        # 1. Base model: standard training on D (the same call as the standard algorithm), or warm-started.
-        if self.warm_start and previous is not None:
-            base = spec.finetune(previous.base, data, rng.child(Role.FIT), spec.epochs)
-        else:
-            base = spec.fit(data, rng.child(Role.FIT))
+    def check_run(self, cfg, spec: ModelSpec) -> None:
+        """Before a run starts: the budget converts to the family's unit, and the real-data control has
+        n_aux real items to fine-tune on."""
+        if self.omega != 0 and hasattr(spec, "budget_unit"):
+            aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
+        if self.aux_data == "real" and self.n_aux > cfg.n_real:
+            raise MadloopError(f"sims with aux_data=real fine-tunes on n_aux real items: n_aux ({self.n_aux}) must be "
+                               f"<= n_real ({cfg.n_real})")
+
+    def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None,
+              real: Samples | None = None) -> Model:
+        check_family("sims", spec, self.needs)
+        base = fit_base(spec, data, rng, previous, self.warm_start)
         if self.omega == 0:  # the auxiliary model has no weight: skip it (the same samples at half the cost)
             return spec.guided(base, base, 0.0, self.interval)
-        # 2. Internal synthetic set S: n_aux unguided, unbiased samples of the base.
-        s = base.sample(self.n_aux, rng.child(Role.AUX_SAMPLES))
-        # 3. Auxiliary model: the base fine-tuned on S alone for B epochs; S is then discarded.
-        aux = spec.finetune(base, s, rng.child(Role.AUX_FIT), self.aux_epochs)
-        # 4. Extrapolated prediction (1 + omega) base - omega aux.
+        budget = aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
+        # The set the copy fine-tunes on: n_aux unguided, unbiased samples of the base (S), or n_aux real items.
+        if self.aux_data == "synthetic":
+            s = base.sample(self.n_aux, rng.child(Role.AUX_SAMPLES))
+        else:
+            if real is None or real.n < self.n_aux:
+                raise MadloopError(f"sims with aux_data=real fine-tunes on n_aux = {self.n_aux} real items; the loop's "
+                                   f"real data has {0 if real is None else real.n}")
+            s = real.take(rng.child(Role.AUX_SAMPLES).permutations(real.n, self.n_aux))
+        # The auxiliary model: the base fine-tuned on that set alone for the budget B; the set is then discarded.
+        aux = spec.finetune(base, s, rng.child(Role.AUX_FIT), budget)
+        # Extrapolated prediction (1 + omega) base - omega aux.
+        return spec.guided(base, aux, self.omega, self.interval)
+
+
+@ALGOS.register("autoguidance")
+@dataclass(frozen=True)
+class Autoguidance:
+    """Guidance by a bad version of the model (Karras et al. 2024): a model of the same family trained from
+    scratch on the same training set for the shorter budget B (``aux_images`` when given, else ``aux_epochs``;
+    both unset: a quarter of the base's budget), ``aux_width`` times the base's width (1: the same network).
+
+    Its budget is counted over the training set: aux_epochs passes over D, or aux_images images seen.
+    omega, interval and warm_start as for sims.
+    """
+
+    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit", "width_option")
+
+    omega: float = 1.0
+    aux_epochs: int | None = None
+    aux_images: int | None = None
+    aux_width: float = 1.0
+    interval: tuple[float, float] = (0.0, 1.0)
+    warm_start: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "interval", check_guidance(self.omega, self.interval, None, self.aux_epochs,
+                                                            self.aux_images))
+        if not 0 < self.aux_width <= 1:
+            raise ValueError(f"aux_width (the bad model's share of the base's width) must be in (0, 1], got "
+                             f"{self.aux_width}")
+
+    def aux_spec(self, spec: ModelSpec, n: int) -> ModelSpec:
+        """The bad model's spec: the base's with the shorter budget and the narrower network."""
+        if self.aux_epochs is None and self.aux_images is None:
+            budget = max(1, base_budget(spec) // 4)
+        else:
+            budget = aux_budget(spec, n, self.aux_epochs, self.aux_images)
+        width = getattr(spec, spec.width_option)
+        narrow = max(1, round(width * self.aux_width))
+        return dataclasses.replace(spec, **{spec.budget_unit: budget, spec.width_option: narrow})
+
+    def check_run(self, cfg, spec: ModelSpec) -> None:
+        """Before a run starts: the bad model's spec is a valid one (e.g. its budget holds a minibatch)."""
+        if self.omega != 0 and hasattr(spec, "budget_unit"):
+            try:
+                self.aux_spec(spec, cfg.n_real)
+            except ValueError as e:
+                raise MadloopError(f"autoguidance's bad model: {e}") from None
+
+    def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
+        check_family("autoguidance", spec, self.needs)
+        base = fit_base(spec, data, rng, previous, self.warm_start)
+        if self.omega == 0:
+            return spec.guided(base, base, 0.0, self.interval)
+        aux = self.aux_spec(spec, data.n).fit(data, rng.child(Role.AUX_FIT))
         return spec.guided(base, aux, self.omega, self.interval)

@@ -88,3 +88,20 @@ def test_a_crashed_image_loop_resumes_to_the_identical_table_and_grids(whole, tm
     pd.testing.assert_frame_equal(resumed.table[VALUES], whole.table[VALUES])
     for gen in (0, 1, 2):
         np.testing.assert_array_equal(grids.read(tmp_path / "crashed", gen, 0), grids.read(whole.path, gen, 0))
+
+
+def test_sims_on_images_with_omega_zero_gives_exactly_the_standard_table(tmp_path):
+    tiny = {**TINY, "gens": 1, "metrics": ("fid",)}
+    standard = madloop.run(out=tmp_path / "standard", **tiny)
+    sims = madloop.run(out=tmp_path / "sims", algo="sims", omega=0.0, aux_images=64, **tiny)
+    assert sims.config.model == "unet"  # image data keeps its model family under sims
+    assert standard.table[VALUES].equals(sims.table[VALUES])
+
+
+@pytest.mark.parametrize("algo", [dict(algo="sims", aux_data="real", n_aux=32), dict(algo="autoguidance")],
+                         ids=["real-data-control", "autoguidance"])
+def test_the_controls_run_in_an_image_loop(tmp_path, algo):
+    tiny = {**TINY, "runs": 2, "gens": 2, "metrics": ("fid",), "omega": 0.5, "aux_images": 64}
+    result = madloop.run(out=tmp_path / "r", **tiny, **algo)
+    fid = result.summary().query("metric == 'fid'")
+    assert list(fid.gen) == [0, 1, 2] and np.isfinite(fid["mean"]).all()

@@ -141,3 +141,63 @@ def test_warm_start_continues_from_the_previous_base():
 def test_sims_needs_a_family_that_fine_tunes():
     with pytest.raises(ValueError, match="fine-tune"):
         SIMS().train(Gaussian(), data(), rng("train"), None)
+
+
+# The auxiliary budget in each family's unit, the real-data control and autoguidance (issue 16).
+
+
+def test_the_auxiliary_budget_converts_between_epochs_and_images():
+    from madloop.errors import MadloopError
+    from madloop.models.unet import UNet
+    from madloop.sims import aux_budget
+
+    assert aux_budget(DDPM(), 100, 7, None) == 7  # epochs family, epochs given
+    assert aux_budget(DDPM(), 100, 7, 300) == 3  # images given: B / n_aux epochs
+    assert aux_budget(UNet(), 100, 7, None) == 700  # images family: aux_epochs x n_aux images
+    assert aux_budget(UNet(), 100, 7, 300) == 300
+    with pytest.raises(MadloopError, match="must be a multiple of n_aux"):
+        aux_budget(DDPM(), 100, 7, 250)
+
+
+def test_the_real_data_control_fine_tunes_on_n_aux_real_items_for_the_same_budget():
+    spec = FAMILIES[0]
+    real = Samples(rng("real").standard_normal(40, D))
+    model = SIMS(omega=1.0, aux_data="real", **SIMS_TINY).train(spec, data(), rng("train"), None, real=real)
+    base = spec.fit(data(), rng("train").child("fit"))
+    chosen = real.take(rng("train").child("aux-samples").permutations(40, SIMS_TINY["n_aux"]))
+    aux = spec.finetune(base, chosen, rng("train").child("aux-fit"), SIMS_TINY["aux_epochs"])
+    assert all(torch.equal(a, b) for a, b in zip(model.aux.params, aux.params))
+    synthetic = SIMS(omega=1.0, **SIMS_TINY).train(spec, data(), rng("train"), None, real=real)
+    assert not torch.equal(synthetic.aux.params[0], model.aux.params[0])  # the set it fine-tunes on matters
+    assert all(torch.equal(a, b) for a, b in zip(synthetic.base.params, model.base.params))  # the same base
+    with pytest.raises(Exception, match="real data has 10"):
+        SIMS(omega=1.0, aux_data="real", **SIMS_TINY).train(spec, data(), rng("train"), None, real=Samples(real.x[:, :10]))
+    with pytest.raises(ValueError, match="aux_data must be one of synthetic, real"):
+        SIMS(aux_data="fake")
+
+
+def test_autoguidance_guides_with_a_shorter_trained_narrower_model_of_the_same_data():
+    from madloop.sims import Autoguidance
+
+    spec = FAMILIES[0]  # epochs=2: a quarter of it rounds down to 1 (at least 1)
+    model = Autoguidance(omega=0.5).train(spec, data(), rng("train"), None)
+    base = spec.fit(data(), rng("train").child("fit"))
+    bad = replace(spec, epochs=1).fit(data(), rng("train").child("aux-fit"))
+    assert all(torch.equal(a, b) for a, b in zip(model.base.params, base.params))
+    assert all(torch.equal(a, b) for a, b in zip(model.aux.params, bad.params))
+    narrow = Autoguidance(omega=0.5, aux_epochs=3, aux_width=0.5).train(spec, data(), rng("train"), None)
+    assert narrow.aux.spec == replace(spec, epochs=3, width=4) and narrow.aux.params[0].shape[-1] == 4
+    assert narrow.sample(7, rng("synth")).x.shape == (R, 7, D)
+    plain = Autoguidance(omega=0.0).train(spec, data(), rng("train"), None)
+    assert np.array_equal(plain.sample(9, rng("synth")).x, base.sample(9, rng("synth")).x)
+    with pytest.raises(ValueError, match="aux_width"):
+        Autoguidance(aux_width=1.5)
+
+
+def test_guidance_combines_models_of_one_sampler_only():
+    from madloop.models.base import same_sampler
+
+    spec = FAMILIES[0]
+    assert same_sampler(spec, replace(spec, epochs=9, width=3))  # budget and width may differ
+    assert not same_sampler(spec, replace(spec, steps=13))  # other noise levels: not one sampler
+    assert not same_sampler(spec, FAMILIES[1])

@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 IMAGE_METRICS = ("fid", "kid", "precision", "recall", "classes")
 IMAGE_SOURCES = ("digits", "mnist", "fashion-mnist", "images")
 IMPLIED: dict[str, dict[str, dict[str, Any]]] = {
-    "algo": {"sims": dict(model="ddpm")},
+    "algo": {"sims": dict(model="ddpm"), "autoguidance": dict(model="ddpm")},
     "data": {name: dict(model="unet") for name in IMAGE_SOURCES},
     "model": {
         "ddpm": dict(runs=8, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, metrics=("gauss_w2", "sliced_w2")),
@@ -35,9 +35,12 @@ IMPLIED: dict[str, dict[str, dict[str, Any]]] = {
 
 def implied(given: Mapping[str, Any]) -> dict[str, Any]:
     """The IMPLIED settings of the algorithm, model family and data source that ``given`` chooses (the
-    algorithm's win over the model's, the model's over the data source's)."""
+    algorithm's win over the model's, the model's over the data source's, except that image data keeps
+    its model family)."""
     by_algo = IMPLIED["algo"].get(given.get("algo", RunConfig.algo), {})
     by_data = IMPLIED["data"].get(given.get("data"), {})
+    if by_data:  # image data keeps its model family whatever the algorithm (sims on images runs the unet)
+        by_algo = {k: v for k, v in by_algo.items() if k != "model"}
     model = given.get("model", by_algo.get("model", by_data.get("model", RunConfig.model)))
     by_model = IMPLIED["model"].get(model, {})
     return {**by_data, **by_model, **by_algo}

@@ -6,7 +6,9 @@ family allows it.
 
 Optional capabilities, used when present:
 - ``model.moments() -> (mean (runs, d), cov (runs, d, d))``: enables the model-moment metrics.
-- ``spec.finetune(model, data, rng, budget) -> model``: a trained copy, the original unchanged (SIMS).
+- ``spec.finetune(model, data, rng, budget) -> model``: a trained copy, the original unchanged (SIMS), with
+  ``spec.budget_unit`` naming the option that counts a fit's budget ("epochs" or "images") and
+  ``spec.width_option`` the option that sets the network's width (autoguidance's narrower model).
 - ``spec.guided(base, aux, omega) -> model``: samples with (1 + omega) s_base - omega s_aux (SIMS).
 - ``spec.weighted = True``: ``fit`` reads per-sample weights ``Samples.w`` (real-data weighting, ``real_weight``).
 - ``spec.density = True``: fitted models give ``model.log_prob(x, lam) -> (runs, n)``, the log density of
@@ -15,6 +17,7 @@ Optional capabilities, used when present:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol, runtime_checkable
 
 from madloop.errors import MadloopError
@@ -49,6 +52,16 @@ def torch_device(device: str):
     return torch.device(device)
 
 
+def same_sampler(a, b) -> bool:
+    """Whether models of specs ``a`` and ``b`` combine in one guided sampler: the same family, equal in every option
+    but the training budget (``budget_unit``) and the network's width (``width_option``), which autoguidance's
+    shorter-trained, narrower model changes."""
+    if type(a) is not type(b):
+        return False
+    free = (a.budget_unit, a.width_option)
+    return dataclasses.replace(a, **{name: getattr(b, name) for name in free}) == b
+
+
 def check_sampling(lam: float, rng: RunRNG, runs: int) -> None:
     """What every fitted model checks before it samples: a bias lam in (0, 1], one stream row per run."""
     if not 0 < lam <= 1:
@@ -74,5 +87,7 @@ class ModelSpec(Protocol):
 @runtime_checkable
 class Algorithm(Protocol):
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
-        """Generation t's model from its training set; ``previous`` is generation t-1's (None at t = 1)."""
+        """Generation t's model from its training set; ``previous`` is generation t-1's (None at t = 1).
+
+        An algorithm with ``takes_real = True`` also gets ``real=``, the loop's real data D_r."""
         ...

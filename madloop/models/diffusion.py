@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from madloop.models.base import check_points, check_sampling, check_torch_options, torch_device
+from madloop.models.base import check_points, check_sampling, check_torch_options, same_sampler, torch_device
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
@@ -194,6 +194,9 @@ class Diffusion:
     (madloop.models.ensemble): the fitted weights for sampling, the training pass for training.
     """
 
+    budget_unit: ClassVar[str] = "epochs"  # a fit's budget (madloop.sims)
+    width_option: ClassVar[str] = "width"
+
     width: int = 64
     depth: int = 4
     epochs: int = 100
@@ -264,8 +267,10 @@ class Diffusion:
             raise ValueError(f"the guidance interval needs 0 <= lo < hi <= 1, got {interval}")
         if not math.isfinite(omega):
             raise ValueError(f"omega must be a finite number, got {omega}")
-        if aux.spec != base.spec or not (np.array_equal(aux.shift, base.shift) and np.array_equal(aux.scale, base.scale)):
-            raise ValueError("guidance needs an auxiliary model of the same spec and standardisation as its base")
+        if not same_sampler(aux.spec, base.spec) or not (np.array_equal(aux.shift, base.shift)
+                                                         and np.array_equal(aux.scale, base.scale)):
+            raise ValueError("guidance needs an auxiliary model of the same family, noise levels and standardisation "
+                             "as its base")
         return GuidedModel(base, aux, float(omega), (float(lo), float(hi)))
 
     def generate(self, model: DiffusionModel, pred, n: int, rng: RunRNG, lam: float) -> Samples:

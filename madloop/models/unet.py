@@ -42,12 +42,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from madloop.errors import MadloopError
-from madloop.models.base import check_sampling, check_torch_options, torch_device
+from madloop.models.base import check_sampling, check_torch_options, same_sampler, torch_device
 from madloop.models.diffusion import edm_denoiser, edm_loss, heun_sampler, karras_sigmas, positional_embedding
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG, role_id
@@ -344,6 +344,9 @@ class UNet:
     ``channels_last`` memory format for the convolutions (GPU).
     """
 
+    budget_unit: ClassVar[str] = "images"  # a fit's budget (madloop.sims)
+    width_option: ClassVar[str] = "channels"
+
     channels: int = 16
     mults: tuple[int, ...] = (1, 2)
     blocks: int = 1
@@ -451,8 +454,9 @@ class UNet:
             raise ValueError(f"the guidance interval needs 0 <= lo < hi <= 1, got {interval}")
         if not math.isfinite(omega):
             raise ValueError(f"omega must be a finite number, got {omega}")
-        if aux.spec != base.spec or aux.shape != base.shape:
-            raise ValueError("guidance needs an auxiliary model of the same spec and image shape as its base")
+        if not same_sampler(aux.spec, base.spec) or aux.shape != base.shape:
+            raise ValueError("guidance needs an auxiliary model of the same family, conditioning, EDM settings and "
+                             "image shape as its base")
         return GuidedUNet(base, aux, float(omega), (float(lo), float(hi)))
 
     def draw(self, rng: RunRNG, batch: int, d: int) -> list:
