@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from madloop.errors import MadloopError
 from madloop.models.base import Model, ModelSpec
 from madloop.registry import ALGOS
@@ -124,6 +126,11 @@ class SIMS:
         base = fit_base(spec, data, rng, previous, self.warm_start)
         if self.omega == 0:  # the auxiliary model has no weight: skip it (the same samples at half the cost)
             return spec.guided(base, base, 0.0, self.interval)
+        # Extrapolated prediction (1 + omega) base - omega aux.
+        return spec.guided(base, self.auxiliary(spec, base, rng, real), self.omega, self.interval)
+
+    def auxiliary(self, spec: ModelSpec, base: Model, rng: RunRNG, real: Samples | None = None) -> Model:
+        """The auxiliary model of ``base`` (``rng``: the training stream that fitted the base)."""
         budget = aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
         # The set the copy fine-tunes on: n_aux unguided, unbiased samples of the base (S), or n_aux real items.
         if self.aux_data == "synthetic":
@@ -134,9 +141,7 @@ class SIMS:
                                    f"real data has {0 if real is None else real.n}")
             s = real.take(rng.child(Role.AUX_SAMPLES).permutations(real.n, self.n_aux))
         # The auxiliary model: the base fine-tuned on that set alone for the budget B; the set is then discarded.
-        aux = spec.finetune(base, s, rng.child(Role.AUX_FIT), budget)
-        # Extrapolated prediction (1 + omega) base - omega aux.
-        return spec.guided(base, aux, self.omega, self.interval)
+        return spec.finetune(base, s, rng.child(Role.AUX_FIT), budget)
 
 
 @ALGOS.register("autoguidance")
@@ -189,5 +194,34 @@ class Autoguidance:
         base = fit_base(spec, data, rng, previous, self.warm_start)
         if self.omega == 0:
             return spec.guided(base, base, 0.0, self.interval)
-        aux = self.aux_spec(spec, data.n).fit(data, rng.child(Role.AUX_FIT))
-        return spec.guided(base, aux, self.omega, self.interval)
+        return spec.guided(base, self.auxiliary(spec, data, rng), self.omega, self.interval)
+
+    def auxiliary(self, spec: ModelSpec, data: Samples, rng: RunRNG) -> Model:
+        """The bad model, trained from scratch on the base's training set ``data`` (``rng``: the base's training
+        stream)."""
+        return self.aux_spec(spec, data.n).fit(data, rng.child(Role.AUX_FIT))
+
+
+def curated_index(groups: np.ndarray, shares, n: int, rng: RunRNG) -> np.ndarray:
+    """Per run, n indices into candidates labelled ``groups`` (runs, m) holding exactly round(n x share_g) items of
+    each group g (SIMS's distribution control: S curated to the complement of the target mix). The counts are
+    rounded by largest remainder so they sum to n; the items of a group are a random choice of its candidates."""
+    shares = np.asarray(shares, dtype=float)
+    if shares.ndim != 1 or (shares < 0).any() or not np.isclose(shares.sum(), 1):
+        raise ValueError(f"the curation shares must be non-negative and sum to 1, got {shares.tolist()}")
+    exact = shares * n
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(counts - exact, kind="stable")[: n - counts.sum()]] += 1
+    order = rng.permutations(groups.shape[1])
+    picks = []
+    for run, row in enumerate(order):
+        labels = groups[run, row]
+        chosen = []
+        for g, k in enumerate(counts):
+            members = row[labels == g]
+            if len(members) < k:
+                raise MadloopError(f"curation needs {k} items of group {g} but run {run}'s candidates hold "
+                                   f"{len(members)}: draw more candidates")
+            chosen.append(members[:k])
+        picks.append(np.sort(np.concatenate(chosen)))
+    return np.stack(picks)

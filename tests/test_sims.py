@@ -201,3 +201,18 @@ def test_guidance_combines_models_of_one_sampler_only():
     assert same_sampler(spec, replace(spec, epochs=9, width=3))  # budget and width may differ
     assert not same_sampler(spec, replace(spec, steps=13))  # other noise levels: not one sampler
     assert not same_sampler(spec, FAMILIES[1])
+
+
+def test_curation_hits_the_requested_shares_exactly():
+    from madloop.sims import curated_index
+
+    groups = (rng("groups").random(300) < 0.5).astype(int)  # about half of each group
+    for shares, n, zeros in (((0.3, 0.7), 100, 30), ((0.7, 0.3), 101, 71), ((1.0, 0.0), 50, 50)):
+        index = curated_index(groups, shares, n, rng("curate"))
+        assert index.shape == (R, n) and all(len(set(row)) == n for row in index)  # n distinct candidates
+        picked = np.take_along_axis(groups, index, 1)
+        assert (picked == 0).sum(1).tolist() == [zeros] * R  # exact counts (largest remainder: 70.7 -> 71)
+    with pytest.raises(Exception, match="draw more candidates"):
+        curated_index(groups, (1.0, 0.0), 250, rng("curate"))
+    with pytest.raises(ValueError, match="sum to 1"):
+        curated_index(groups, (0.5, 0.6), 10, rng("curate"))

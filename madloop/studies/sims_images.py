@@ -1,0 +1,243 @@
+"""E4 and E6 on images (SPEC section 4; issue 16): does SIMS lower the FID of an EDM U-Net below its own base,
+and below two controls that guide the same way without SIMS's synthetic-data signal? Does guidance away from
+a curated S move the class mix toward a target?
+
+Per group of runs (each run: its own D_r, base U-Net, auxiliary models, noise): the base trains on D_r; for
+each budget B (images seen) four auxiliary models guide it negatively, (1 + omega) D_base - omega D_aux:
+- ``sims``: the base fine-tuned on n_aux of its own samples S (madloop.sims.SIMS);
+- ``real``: the real-data control, the base fine-tuned on n_aux images of D_r for the same B;
+- ``autoguidance``: a copy trained from scratch on D_r for B images only (madloop.sims.Autoguidance);
+- ``shift`` (E6): the base fine-tuned on S curated to the complement of the target class mix (classes 0-4
+  against 5-9 as labelled by the feature network's classifier; target 70/30, so S holds 30/70): guidance
+  away from it should move the generated mix toward the target.
+
+Evidence (issue 16 section 2): every sampler draws ``draws`` independent sets of n_eval images per run from
+the same initial noise and labels as the base's sets (paired draws); FID is measured per run and draw in the
+feature space of the data set's own classifier against n_ref held-out real images. The table holds, per
+(kind, B, omega): mean FID, the paired difference to the base (same run, same draw) averaged over draws, and
+its 95% Student-t CI over runs (independent models), beside the base's FID, the real-data floor (held-out
+real images of the training pool, n_eval of them, against the same reference) and the spread of the base's
+FID between draws (what an unpaired comparison would have to beat).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+import madloop
+from madloop import features, grids
+from madloop.metrics.image import frechet_distance
+from madloop.models.unet import UNet
+from madloop.plots import save
+from madloop.results import mean_ci
+from madloop.rng import Role, RunRNG, Streams
+from madloop.sims import SIMS, Autoguidance, curated_index
+from madloop.studies import Study, register
+from madloop.studies.common import columns_first, write_table
+
+NAME = "sims-images"
+SEED = 0
+KINDS = {
+    "sims": "SIMS (copy fine-tuned on its own samples S)",
+    "real": "real-data control (copy fine-tuned on D_r)",
+    "autoguidance": "autoguidance (copy trained from scratch for B)",
+    "shift": "E6: copy fine-tuned on S curated to 30/70",
+}
+TARGET = (0.7, 0.3)  # E6: the target share of classes 0-4 and 5-9; S is curated to its complement
+COLORS = {"sims": "C3", "real": "C0", "autoguidance": "C2", "shift": "C4"}
+
+
+def low_group(labels: np.ndarray, classes: int) -> np.ndarray:
+    """1 for the upper half of the classes (5-9 of 10), 0 for the lower half."""
+    return (labels >= classes // 2).astype(int)
+
+
+def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net) -> dict:
+    """(kind, B) -> auxiliary model, every kind at every budget; S is the same set for every budget."""
+    out = {}
+    s_big = base.sample(4 * p["n_aux"], train.child("shift-candidates"))  # E6: candidates for the curated S
+    groups = low_group(net.classify(s_big.x.reshape(-1, *s_big.item_shape)).reshape(s_big.x.shape[:2]), 10)
+    shifted = s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
+    for b in p["budgets"]:
+        out["sims", b] = SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, train)
+        out["real", b] = SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, train, real)
+        out["autoguidance", b] = Autoguidance(aux_images=b).auxiliary(spec, real, train)
+        out["shift", b] = spec.finetune(base, shifted, train.child(Role.AUX_FIT), b)
+    return out
+
+
+def measure(x: np.ndarray, net, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per run: FID against reference features psi, and the share of classes 0-4 among images x (runs, n, ...)."""
+    phi, labels = net.forward(x.reshape(-1, *x.shape[2:]))
+    phi, labels = phi.reshape(*x.shape[:2], -1), labels.reshape(x.shape[:2])
+    return frechet_distance(phi, psi), 1 - low_group(labels, 10).mean(1)
+
+
+def group_rows(p: Mapping[str, Any], runs: range) -> tuple[list[dict], dict]:
+    """The rows of one group of runs (one grouped U-Net), and run 0's grid images when the group holds it."""
+    src = madloop.DATA[p["data"]]()
+    net = features.network(src)
+    psi = net.embed(src.reference(p["n_ref"], RunRNG(SEED, range(0, 1), 0, Role.REFERENCE)).x[0])
+    streams = Streams(SEED, runs, p["runs"])
+    real = src.sample(p["n_real"], streams.at(0, Role.REAL))
+    spec = UNet(**p["unet"])
+    train = streams.at(1, Role.TRAIN)
+    base = spec.fit(real, train.child(Role.FIT))
+    aux = auxiliaries(p, spec, base, real, train, net)
+    rows, pictures = [], {}
+
+    def record(kind, budget, omega, draw, x):
+        fid, low = measure(x, net, psi)
+        rows.extend(dict(kind=kind, budget=budget, omega=omega, run=r, draw=draw, fid=f, share_low=s)
+                    for r, f, s in zip(runs, fid, low))
+        if runs.start == 0 and draw == 0:
+            pictures[kind, budget, omega] = x[0, : p["grid"]]
+
+    for draw in range(p["draws"]):
+        rng = streams.at(1 + draw, Role.EVAL)  # the same noise and labels for every sampler of this draw
+        floor = src.sample(p["n_eval"], streams.at(1 + draw, "floor"))  # held-out real images: the floor
+        record("floor", 0, 0.0, draw, floor.x)
+        record("base", 0, 0.0, draw, base.sample(p["n_eval"], rng).x)
+        for (kind, budget), model in aux.items():
+            for omega in p["omegas"]:
+                record(kind, budget, omega, draw, spec.guided(base, model, omega).sample(p["n_eval"], rng).x)
+    return rows, pictures
+
+
+METRICS = {"fid": "fid", "share_low": "share of classes 0-4"}
+
+
+def interval(values: pd.Series) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval over runs."""
+    mean, _, half = mean_ci(dict(n=values.size, s1=values.sum(), s2=(values**2).sum()))
+    return mean, mean - half, mean + half
+
+
+def paired(raw: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, budget, omega) and metric: the mean over runs of each run's mean over draws with its 95%
+    Student-t CI over runs, and the paired difference to the base (per run, the mean over draws of the value
+    minus the base's value on the same draw) with its CI; ``draw_sd``: the base's spread between draws."""
+    base = raw[raw.kind == "base"].set_index(["run", "draw"])
+    rows = []
+    for (kind, budget, omega), g in raw.groupby(["kind", "budget", "omega"], sort=False):
+        g = g.set_index(["run", "draw"])
+        for metric in METRICS:
+            per_run = g[metric].groupby("run").mean()
+            diff = (g[metric] - base[metric].loc[g.index]).groupby("run").mean()
+            mean, lo, hi = interval(per_run)
+            d, d_lo, d_hi = interval(diff)
+            rows.append(dict(kind=kind, budget=budget, omega=omega, gen=1, metric=metric, n=per_run.size,
+                             draws=g.reset_index().draw.nunique(), mean=mean, ci_low=lo, ci_high=hi, diff=d,
+                             diff_lo=d_lo, diff_hi=d_hi,
+                             base_draw_sd=base[metric].groupby("run").std(ddof=1).mean()))
+    return pd.DataFrame(rows)
+
+
+def value(table: pd.DataFrame, kind: str, metric: str = "fid") -> float:
+    return table[(table.kind == kind) & (table.metric == metric)]["mean"].item()
+
+
+def plot_fid(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
+    """Top: mean FID vs omega per budget (base and floor as lines); bottom: paired difference to the base."""
+    budgets = p["budgets"]
+    fid = table[table.metric == "fid"]
+    guided = fid[fid.kind.isin(["sims", "real", "autoguidance"])]
+    fig, axes = plt.subplots(2, len(budgets), figsize=(4.4 * len(budgets), 6.8), squeeze=False, sharex=True)
+    first, base, floor = fid.iloc[0], value(table, "base"), value(table, "floor")
+    for j, b in enumerate(budgets):
+        for kind, rows in guided[guided.budget == b].groupby("kind", sort=False):
+            axes[0, j].plot(rows.omega, rows["mean"], "o-", color=COLORS[kind], label=KINDS[kind])
+            axes[1, j].plot(rows.omega, rows["diff"], "o-", color=COLORS[kind])
+            axes[1, j].fill_between(rows.omega, rows.diff_lo, rows.diff_hi, color=COLORS[kind], alpha=0.2)
+        axes[0, j].axhline(base, color="k", lw=1, label="base (omega = 0)")
+        axes[0, j].axhline(floor, color="k", ls=":", lw=1, label="real-data floor")
+        axes[1, j].axhline(0, color="k", lw=1)
+        axes[0, j].set_title(f"B = {b} images", fontsize=10)
+        axes[1, j].set_xlabel("omega")
+        for ax in axes[:, j]:
+            ax.set_xscale("symlog", linthresh=0.1)
+    axes[0, 0].set_ylabel("FID (feature network)")
+    axes[1, 0].set_ylabel("FID - base FID (paired; 95% CI over runs)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"SIMS and its controls on {p['data']}: {int(first.n)} runs x {int(first.draws)} paired draws of "
+                 f"{p['n_eval']} images; base FID {base:.2f} (draw-to-draw sd {first.base_draw_sd:.2f}), "
+                 f"floor {floor:.2f}", fontsize=10)
+    return save(fig, out, f"{NAME}-{p['data']}-fid")
+
+
+def plot_shift(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
+    """E6: the share of classes 0-4 vs omega (target 0.7) and FID, for the shift auxiliary and plain SIMS."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for (kind, b), rows in table[table.kind.isin(["shift", "sims"])].groupby(["kind", "budget"], sort=False):
+        style = "o-" if b == max(p["budgets"]) else "o--"
+        label = f"{KINDS[kind]}, B = {b}"
+        for ax, metric in zip(axes, METRICS):
+            m = rows[rows.metric == metric]
+            ax.plot(m.omega, m["mean"], style, color=COLORS[kind], label=label)
+            ax.fill_between(m.omega, m.ci_low, m.ci_high, color=COLORS[kind], alpha=0.15)
+    axes[0].axhline(TARGET[0], color="k", ls="--", lw=1, label="target 0.7")
+    axes[0].axhline(value(table, "base", "share_low"), color="k", lw=1, label="base")
+    axes[1].axhline(value(table, "base"), color="k", lw=1)
+    axes[0].set_ylabel("share of classes 0-4 (classifier; 95% CI)")
+    axes[1].set_ylabel("FID")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlabel("omega")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"E6 on {p['data']}: guidance away from S curated to 30/70 (classes 0-4 / 5-9)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, out, f"{NAME}-{p['data']}-shift")
+
+
+def plot_grid(pictures: dict, table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
+    """Run 0, draw 0, the same noise and labels: the base and each guidance at the largest budget."""
+    b = max(p["budgets"])
+    best = table[(table.kind == "sims") & (table.budget == b) & (table.metric == "fid")].sort_values("diff").omega.iloc[0]
+    shown = [("floor", 0, 0.0, "real images"), ("base", 0, 0.0, "base")]
+    shown += [(k, b, w, f"{k}, omega {w:g}") for k in ("sims", "real", "autoguidance") for w in (best, max(p["omegas"]))]
+    shown = list(dict.fromkeys(shown))
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 2.6))
+    for ax, (kind, budget, omega, label) in zip(axes, shown):
+        x = pictures[kind, budget, omega]
+        ax.imshow(grids.tile(x, None, 8), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"Run 0 on {p['data']}: the same noise and labels for every sampler (B = {b})", fontsize=10)
+    return save(fig, out, f"{NAME}-{p['data']}-grid")
+
+
+def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
+    p = dict(params)
+    group = p["unet"].get("runs_per_pass", 4)
+    chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
+    parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c) for c in chunks)
+    raw = pd.DataFrame([row for rows, _ in parts for row in rows])
+    pictures = {k: v for _, pics in parts for k, v in pics.items()}
+    table = columns_first(paired(raw).assign(data=p["data"], n_real=p["n_real"], n_aux=p["n_aux"]),
+                          ["data", "kind", "budget", "omega", "n_real", "n_aux", "metric"])
+    return [write_table(table, out, NAME), *plot_fid(table, p, out), *plot_shift(table, p, out),
+            *plot_grid(pictures, table, p, out)]
+
+
+register(Study(
+    name=NAME,
+    description="E4/E6 on images: SIMS vs the real-data control and autoguidance, FID vs omega and budget B with "
+                "paired draws; guidance away from a curated S moves the class mix (digits at cpu scale)",
+    scales={
+        "ci": dict(data="digits", runs=2, n_real=64, n_aux=64, budgets=(64,), omegas=(0.5,), draws=2, n_eval=64,
+                   n_ref=64, grid=16, unet=dict(images=256, batch=32, channels=8, steps=4, warmup=64, ema=64,
+                                                runs_per_pass=2)),
+        "cpu": dict(data="digits", runs=8, n_real=500, n_aux=500, budgets=(2048, 8192), omegas=(0.1, 0.25, 0.5, 1.0, 2.0),
+                    draws=5, n_eval=300, n_ref=400, grid=64, unet=dict(images=16384)),
+        "gpu": dict(data="mnist", runs=8, n_real=3000, n_aux=3000, budgets=(4096, 16384, 65536),
+                    omegas=(0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0), draws=5, n_eval=1000, n_ref=1000, grid=100,
+                    unet=dict(images=262144, channels=32, device="auto", runs_per_pass=0)),
+    },
+    make=make,
+))
