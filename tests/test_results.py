@@ -54,10 +54,13 @@ def test_the_ratio_interval_is_deterministic_given_its_seed():
     assert ratio_interval(a, b, seed=1)[0] == ratio_interval(a, b)[0]
 
 
-def test_the_ratio_interval_leaves_out_broken_pairs_and_needs_two():
+def test_the_ratio_interval_leaves_out_broken_pairs_and_needs_five_runs():
     a, b = draw_pairs(np.random.default_rng(3), 8)
     broken_a, broken_b = np.append(a, np.nan), np.append(b, 1.0)
     assert ratio_interval(broken_a, broken_b) == ratio_interval(a, b)
+    r, lo, hi = ratio_interval(a[:4], b[:4])  # too few runs for a 95% bootstrap: the ratio, no interval
+    assert r == pytest.approx(a[:4].mean() / b[:4].mean()) and np.isnan([lo, hi]).all()
+    assert np.isfinite(ratio_interval(a[:5], b[:5])).all()
     assert np.isnan(ratio_interval(a[:1], b[:1])).all()
 
 
@@ -78,6 +81,6 @@ def test_summaries_use_the_bootstrap_for_ratios_and_t_for_means(tmp_path):
 
 def test_without_every_runs_rows_a_ratio_has_no_interval(tmp_path):
     result = madloop.run(out=tmp_path / "r", loop="fully_synthetic", runs=6, gens=2, n_real=20, n_synth=20,
-                         metrics=("true_w2",), store_runs=3)
+                         metrics=("true_w2",), store_runs=5)
     row = result.summary().set_index(["metric", "gen"]).loc[("true_w2", 2)]
     assert np.isfinite(row.mad_ratio) and np.isnan(row.mad_ratio_low) and np.isnan(row.mad_ratio_high)

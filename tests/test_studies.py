@@ -95,3 +95,24 @@ def test_effective_sample_size_of_the_mean_matches_spec_section_6():
     expected = mad_fresh.closed_form_mean(n_r, n_s)  # 166.7: more than n_r, less than n_r + n_s
     assert ne.ci_low <= expected * 1.03 and ne.ci_high >= expected * 0.97, ne
     assert abs(ne["mean"] / expected - 1) < 0.05, ne
+
+
+def test_e1_compares_every_arm_with_the_standard_arm_run_by_run(tmp_path):
+    from madloop.studies import sims_gaussian_2d as e1
+
+    settings = dict(loop="augmentation", runs=6, gens=4, n_real=30, n_synth=30, n_eval=40, n_ref=40, metrics=("w2",))
+    points = [dict(n_synth=30, omega=0.0), dict(n_synth=30, omega=1.0)]  # two arms of one seed (lam stands in for omega)
+    results = [madloop.run(out=tmp_path / "a", **settings), madloop.run(out=tmp_path / "b", lam=0.6, **settings)]
+    table = e1.versus_standard(points, results, (2, 4)).set_index(["omega", "gen", "late"])
+    standard, arm = table.loc[0.0], table.loc[1.0]
+    assert (standard["diff"] == 0).all() and standard.loc[(1, False), "vs_first"] == 1.0
+    expected = madloop.compare(results[0], results[1], "w2", (2, 4)).set_index(["gen", "late"])
+    np.testing.assert_allclose(arm[["diff", "diff_low", "diff_high"]].to_numpy(),
+                               expected.loc[arm.index, ["diff", "lo", "hi"]].to_numpy())
+    values, first = results[1].per_run("w2"), results[0].per_run("w2")[1]
+    late = arm.loc[(2, True)]  # the window's row: each run's mean over t = 2..4
+    assert late["mean"] == pytest.approx(values[[2, 3, 4]].mean(axis=1).mean())
+    assert late.vs_first == pytest.approx(late["mean"] / first.mean())
+    assert late.vs_first_low < late.vs_first < late.vs_first_high
+    with pytest.raises(ValueError, match="need the standard arm"):
+        e1.versus_standard(points[1:], results[1:], (2, 4))
