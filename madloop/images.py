@@ -27,7 +27,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -117,12 +117,17 @@ def draw(pool: Pool, n: int, rng: RunRNG, what: str) -> Samples:
     return Samples(pool.x[index], None if pool.y is None else pool.y[index])
 
 
+@dataclass(frozen=True)
 class ImageSource:
     """What every image source shares. A source (a frozen dataclass) gives ``name``, ``size`` (side length
     or None), ``images()`` -> (x (N, C, H, W) at the native size, uint8 or float32 in [0, 1], y (N,) int64 or None),
-    and ``split(y)`` -> index arrays (features, reference, training) into those images."""
+    and ``split(y)`` -> index arrays (features, reference, training) into those images.
 
-    name: str
+    ``inception``: the path of the FID Inception-v3 weights file that metric ``fid_inception`` reads
+    (madloop/inception.py); None when that metric is not measured."""
+
+    name: ClassVar[str]
+    inception: str | None = None
 
     def __post_init__(self):
         # Checked, loaded and split once, so bad options fail when the config is built.

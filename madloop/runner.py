@@ -266,14 +266,22 @@ def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, for
 
 def feature_notes(parts: Parts) -> dict[str, Any]:
     """For metrics in an image set's feature space: which network they use and how well it classifies (SPEC 5:
-    FIDs of different networks are not comparable). Trained here, once, so the workers find it cached."""
-    in_features = {"fid", "kid", "classes", "precision", "recall"} & set(parts.metrics)
-    if not in_features or len(getattr(parts.points, "shape", ())) != 3:
+    FIDs of different networks are not comparable). Trained here, once, so the workers find it cached; the
+    Inception weights file of ``fid_inception`` is read here, so a missing or wrong file fails before the run starts."""
+    if len(getattr(parts.points, "shape", ())) != 3:
         return {}
-    from madloop.features import network
+    notes = {}
+    if {"fid", "kid", "classes", "precision", "recall"} & set(parts.metrics):
+        from madloop.features import network
 
-    net = network(parts.points)
-    return {"features": {"identity": net.identity, "accuracy": round(float(net.accuracy), 4), "dim": net.dim}}
+        net = network(parts.points)
+        notes["features"] = {"identity": net.identity, "accuracy": round(float(net.accuracy), 4), "dim": net.dim}
+    if "fid_inception" in parts.metrics:
+        from madloop.metrics.image import inception_net
+
+        net = inception_net(parts.points)
+        notes["inception"] = {"identity": net.identity, "sha256": net.sha256, "file": net.path, "dim": net.dim}
+    return notes
 
 
 def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int], None] | None = None,
@@ -288,6 +296,10 @@ def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int],
             return load(path)
         parts = build(cfg)
         check_device(parts)
+        recorded = store.read_meta(path).get("inception")
+        if recorded and feature_notes(parts)["inception"]["sha256"] != recorded["sha256"]:
+            raise MadloopError(f"the Inception weights file {recorded['file']} has changed since {path} started (its "
+                               f"FIDs were measured with {recorded['identity']}); put that file back to resume")
         return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "resume")
 
 

@@ -154,6 +154,19 @@ def test_fid_equals_torchmetrics(net, real):
         assert image.fid(x, ref, net) == pytest.approx(float(reference.compute()), rel=1e-3)
 
 
+def test_fid_with_fewer_images_than_features_equals_the_matrix_square_root():
+    # Inception's 2048 features and a few hundred images: the n x m singular values give the f x f formula's value.
+    from madloop.gaussian import gaussian_w2, mean_cov
+
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((3, 40, 300)) * rng.uniform(0.5, 2, 300) + np.arange(3)[:, None, None] * 0.1
+    psi = rng.standard_normal((55, 300)) @ rng.standard_normal((300, 300)) / 20
+    (mu1, s1), (mu2, s2) = mean_cov(phi, ddof=1), mean_cov(psi[None], ddof=1)
+    # rtol: the f x f route takes square roots of the round-off in the zero eigenvalues of rank-deficient covariances.
+    np.testing.assert_allclose(image.frechet_distance(phi, psi), gaussian_w2(mu1, s1, mu2[0], s2[0]) ** 2, rtol=1e-6)
+    assert image.frechet_distance(psi[None], psi)[0] == pytest.approx(0, abs=1e-9)
+
+
 def test_kid_equals_torchmetrics_and_the_direct_formula(net, real):
     train, ref = real
     a, b = net.embed(train[:120]), net.embed(ref[:90])

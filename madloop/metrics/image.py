@@ -11,6 +11,10 @@
 
 Precision and recall on images are sample.py's k-NN manifolds on ``feature_points(ev)``.
 
+- ``fid_inception``: the same FID in the feature space of the standard FID Inception-v3 (madloop.inception),
+  read from the weights file that the data source's option ``inception`` names. Its own name, so FIDs of the
+  two networks never share a column; the file's identity (its SHA-256) is recorded in config.json.
+
 The metrics of one generation share one forward pass (``embedded``); run r's images are embedded on their
 own, so its values never depend on which runs share its chunk. ``fid``, ``kid``, ``precision`` and ``recall``
 below are the same statistics for scripts, on two arrays of images.
@@ -26,15 +30,28 @@ import numpy as np
 from madloop.errors import MadloopError
 from madloop.features import FeatureNet, network
 from madloop.gaussian import gaussian_w2, mean_cov
+from madloop.inception import InceptionNet
+from madloop.inception import load as load_inception
 from madloop.metrics.base import Evaluation, register
 from madloop.metrics.sample import KNN_K, PAIRS_PER_SLICE, coverage, knn_radius2
 
 
 def frechet_distance(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
-    """FID between each run's features phi (runs, n, f) and reference features psi (m, f): (runs,)."""
-    mu1, s1 = mean_cov(phi, ddof=1)
-    mu2, s2 = mean_cov(psi[None], ddof=1)
-    return gaussian_w2(mu1, s1, mu2[0], s2[0]) ** 2
+    """FID between each run's features phi (runs, n, f) and reference features psi (m, f): (runs,).
+
+    With fewer images than features (Inception's f = 2048), the f x f matrix square root is replaced by an n x m
+    problem with the same value: with B_1, B_2 the centred features divided by sqrt(n - 1) and sqrt(m - 1)
+    (S_i = B_i^T B_i), the eigenvalues of S_2^1/2 S_1 S_2^1/2 are the squared singular values of B_1 B_2^T, so
+    tr (S_2^1/2 S_1 S_2^1/2)^1/2 is the sum of those singular values and tr S_i the squared norm of B_i."""
+    n, m, f = phi.shape[1], len(psi), phi.shape[-1]
+    if min(n, m) >= f:
+        mu1, s1 = mean_cov(phi, ddof=1)
+        mu2, s2 = mean_cov(psi[None], ddof=1)
+        return gaussian_w2(mu1, s1, mu2[0], s2[0]) ** 2
+    mu1, mu2 = phi.mean(1), psi.mean(0)
+    b1, b2 = (phi - mu1[:, None]) / np.sqrt(n - 1), (psi - mu2) / np.sqrt(m - 1)
+    cross = np.linalg.svd(b1 @ b2.T, compute_uv=False).sum(-1)
+    return ((mu1 - mu2) ** 2).sum(-1) + (b1**2).sum((1, 2)) + (b2**2).sum() - 2 * cross
 
 
 def cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -79,15 +96,20 @@ class Embedded:
     reference: np.ndarray  # (m, f) float64
 
 
-def embedded(ev: Evaluation) -> Embedded:
-    """The Evaluation's samples and reference in feature space, kept in ``ev.shared`` (one dict for all the
-    metrics of a generation): fid, kid, precision, recall and classes of one generation share one forward pass."""
+def check_images(ev: Evaluation) -> None:
+    """Image metrics need an image data source and samples (runs, n, C, H, W)."""
     if ev.data is None or not hasattr(ev.data, "feature_set"):
-        raise MadloopError("fid, kid, classes and precision/recall on images measure them in a feature network's space: "
-                           "they need an image data source (--data digits, mnist, fashion-mnist or images)")
+        raise MadloopError("fid, fid_inception, kid, classes and precision/recall on images measure them in a feature "
+                           "network's space: they need an image data source (--data digits, mnist, fashion-mnist or images)")
     if ev.samples is None or ev.samples.ndim != 5:
         raise MadloopError(f"image metrics need samples of shape (runs, n, C, H, W), got "
                            f"{None if ev.samples is None else ev.samples.shape}")
+
+
+def embedded(ev: Evaluation) -> Embedded:
+    """The Evaluation's samples and reference in feature space, kept in ``ev.shared`` (one dict for all the
+    metrics of a generation): fid, kid, precision, recall and classes of one generation share one forward pass."""
+    check_images(ev)
     net = network(ev.data)
     key = f"embedded:{net.identity}"
     if key not in ev.shared:
@@ -110,6 +132,26 @@ def fid_metric(ev: Evaluation) -> np.ndarray:
     return frechet_distance(e.samples, e.reference)
 
 
+def inception_net(data: Any) -> InceptionNet:
+    """The Inception network of the weights file that image data source ``data`` names in its option inception."""
+    if not getattr(data, "inception", None):
+        raise MadloopError("metric fid_inception measures FID with the standard Inception-v3 network, read from a local "
+                           "file: pass --inception /path/to/pt_inception-2015-12-05-6726825d.pth (see the README)")
+    return load_inception(data.inception)
+
+
+@register("fid_inception", batched=True)
+def fid_inception_metric(ev: Evaluation) -> np.ndarray:
+    """FID in the standard FID Inception-v3's feature space (unbiased covariances), per run."""
+    check_images(ev)
+    net = inception_net(ev.data)
+    key = f"embedded:{net.identity}"
+    if key not in ev.shared:  # run by run, as in embedded
+        ev.shared[key] = (np.stack([net.embed(x) for x in ev.samples]), net.embed(ev.reference))
+    samples, reference = ev.shared[key]
+    return frechet_distance(samples, reference)
+
+
 @register("kid", batched=True)
 def kid_metric(ev: Evaluation) -> np.ndarray:
     """KID (unbiased MMD^2, cubic kernel, full sets) in the feature network's space, per run."""
@@ -128,28 +170,38 @@ def classes_metric(ev: Evaluation) -> dict[str, np.ndarray]:
 # For scripts: two arrays of images in, one number out.
 
 
-def feature_net(features: Any) -> FeatureNet:
-    """A FeatureNet from a registered data source's name (its default options), a data source, or a FeatureNet."""
-    if isinstance(features, FeatureNet):
+INCEPTION = "inception:"  # features="inception:/path/to/weights.pth": the FID Inception-v3 network
+
+
+def feature_net(features: Any) -> FeatureNet | InceptionNet:
+    """A feature network from a registered data source's name (its default options), a data source, a FeatureNet,
+    ``"inception:PATH"`` (the FID Inception-v3 in weights file PATH) or an InceptionNet."""
+    if isinstance(features, (FeatureNet, InceptionNet)):
         return features
+    if isinstance(features, str) and features.startswith(INCEPTION):
+        return load_inception(features.removeprefix(INCEPTION))
     if isinstance(features, str):
         import madloop.images  # noqa: F401  (registers the image data sources)
         from madloop.registry import DATA
 
         features = DATA[features]()
     if not all(hasattr(features, a) for a in ("feature_set", "key", "classes")):
-        raise MadloopError(f"features must be an image data source's name (such as 'digits'), an image data source or "
-                           f"a FeatureNet, got {type(features).__name__}")
+        raise MadloopError(f"features must be an image data source's name (such as 'digits'), an image data source, "
+                           f"'inception:/path/to/weights.pth' or a FeatureNet, got {type(features).__name__}")
     return network(features)
 
 
-def as_images(x: Any, net: FeatureNet, what: str, least: int) -> np.ndarray:
+def as_images(x: Any, net: FeatureNet | InceptionNet, what: str, least: int) -> np.ndarray:
     """Check images (n, H, W) or (n, C, H, W), float in [0, 1] or uint8, for net; float32 (n, C, H, W)."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[:, None]
-    c, h, w = net.shape
-    if x.ndim != 4 or x.shape[1:] != (c, h, w):
+    if net.shape is None:  # the Inception network resizes every image
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise MadloopError(f"{what} must be an array of images (n, H, W) or (n, 1 or 3, H, W) for the Inception "
+                               f"network, got shape {x.shape}")
+    elif x.ndim != 4 or x.shape[1:] != net.shape:
+        c, h, w = net.shape
         expected = f"(n, {h}, {w}) or (n, {c}, {h}, {w})" if c == 1 else f"(n, {c}, {h}, {w})"
         raise MadloopError(f"{what} must be an array of images {expected} for the feature network {net.identity}, "
                            f"got shape {x.shape}")
@@ -173,8 +225,9 @@ def _pair(a, b, features, least: int, names=("images_a", "images_b")) -> tuple[n
 
 
 def fid(images_a, images_b, features: Any = "digits") -> float:
-    """FID between two sets of images in the feature space of ``features`` (a data source's name, a data
-    source or a FeatureNet). Images: (n, H, W) or (n, C, H, W), floats in [0, 1] or uint8."""
+    """FID between two sets of images in the feature space of ``features``: a data source's name, a data source
+    or a FeatureNet (its domain network), or ``"inception:/path/to/pt_inception-2015-12-05-6726825d.pth"`` (the
+    standard FID Inception-v3). Images: (n, H, W) or (n, C, H, W), floats in [0, 1] or uint8."""
     a, b = _pair(images_a, images_b, features, 2)
     return float(frechet_distance(a[None], b)[0])
 
