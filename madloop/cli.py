@@ -342,18 +342,28 @@ def headline_text(result, window: int | None) -> str:
 
 
 def _with_progress(cfg, progress: bool, work):
-    """Call ``work(on_progress)`` under a progress bar of generations finished (all chunks)."""
+    """Call ``work(on_progress)`` under a progress bar of generations finished (all chunks) and, for models
+    with a training budget in images (unet), the training images per second across all workers."""
     if not progress:
         return work(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    from madloop.runner import training_rate
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(f"{cfg.runs} runs: generations done", total=cfg.gens + 1)
+        task = bar.add_task(f"{cfg.runs} runs: generations done", total=cfg.gens + 1, rate="")
+        clock, start = time.perf_counter(), None
 
         def update(done: int, total: int) -> None:
+            nonlocal start
+            if start is None:
+                start = done  # parts already stored when the bar started (a resume)
             # Parts are (chunk, generation) files: report generations finished by every chunk.
-            bar.update(task, completed=done * (cfg.gens + 1) // max(total, 1))
+            rate = training_rate(cfg, done, total, start, time.perf_counter() - clock)
+            bar.update(task, completed=done * (cfg.gens + 1) // max(total, 1),
+                       rate="" if rate is None else f"{rate:,.0f} training images/s")
 
         return work(update)
 

@@ -422,6 +422,26 @@ def stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
+def training_rate(cfg: RunConfig, done: int, total: int, start: int, seconds: float) -> float | None:
+    """Training images per second across all workers, from the stored parts alone (no messages from the workers).
+
+    ``done`` of the ``total`` (chunk, generation) parts are stored, ``start`` of them were stored ``seconds``
+    ago (when the bar started; a resume starts with parts on disk). Each chunk stores generation 0 first (a
+    real sample: no training), then one part per generation that trained its share ``runs / chunks`` of the
+    runs on ``images`` training images each (the unet's budget per run and generation). Wall-clock time, so
+    sampling and metrics count too; chunks of unequal size make it an estimate. None for model families
+    without an images budget, and for algorithms other than standard, which also train auxiliary models."""
+    per_fit = cfg.model_options.get("images")
+    if per_fit is None or cfg.algo != "standard" or seconds <= 0:
+        return None
+    chunks = max(1, total // (cfg.gens + 1))
+
+    def images(parts: int) -> float:
+        return max(0, parts - chunks) * cfg.runs / chunks * per_fit
+
+    return (images(done) - images(start)) / seconds
+
+
 def _watch(path: Path, total: int, done: threading.Event, on_progress) -> None:
     """Report the number of stored (chunk, generation) parts until the run ends."""
     while not done.wait(0.25):
