@@ -113,6 +113,15 @@ class MixtureData:
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         return logsumexp(self._components(x), axis=1)
 
+    @property
+    def classes(self) -> int:
+        """The number of labels ``label`` gives: one per component."""
+        return len(self.component_means)
+
+    def label(self, x: np.ndarray) -> np.ndarray:
+        """Each point's most likely component (runs, n): the class that SIMS's distribution control curates by."""
+        return self._components(x).argmax(axis=1)
+
     def score(self, x: np.ndarray) -> np.ndarray:
         """sum_k r_k(x) (mu_k - x) / std^2, r_k(x) the posterior of component k."""
         log_p = self._components(x)

@@ -156,6 +156,13 @@ class ImageSource:
     def classes(self) -> int:
         return pools(self).classes
 
+    def label(self, x: np.ndarray) -> np.ndarray:
+        """Each image's class (runs, n) under the set's feature-network classifier (madloop.features): the class
+        that SIMS's distribution control curates by."""
+        from madloop import features
+
+        return features.network(self).classify(x.reshape(-1, *x.shape[2:])).reshape(x.shape[:2])
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return pools(self).training.x.shape[1:]

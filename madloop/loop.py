@@ -96,7 +96,7 @@ def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iter
             train = loop(remedies.weigh(real, w), remedies.weigh(synth, None if w is None else 1 - w),
                          lambda: remedies.weigh(parts.data.sample(cfg.n_real, streams.at(t, Role.REAL)), w))
         # G^t = A(D^t), then S^t with sampling bias lam.
-        extra = {"real": real} if getattr(parts.algo, "takes_real", False) else {}
+        extra = {"real": real, "source": parts.data} if getattr(parts.algo, "loop_context", False) else {}
         model = parts.algo.train(parts.model, train, streams.at(t, Role.TRAIN), model, **extra)
         synth_t = model.sample(cfg.n_synth, streams.at(t, Role.SYNTH), cfg.lam)
         # Curation and self-correction of S^t, before any training set takes it in.

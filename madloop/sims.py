@@ -8,7 +8,9 @@ passes over the n_aux items (B = aux_epochs x n_aux images). A family counts its
 (``spec.budget_unit``: the 2D diffusion families in epochs, the unet in images) and the two options convert.
 
 Three ways to make the auxiliary model that guides negatively, (1 + omega) D_base - omega D_aux:
-- ``sims`` (aux_data="synthetic"): the base fine-tuned on n_aux of its own unguided samples (SIMS);
+- ``sims`` (aux_data="synthetic"): the base fine-tuned on n_aux of its own unguided samples (SIMS); with
+  ``aux_proportions``, S is curated to those shares of groups of classes (SIMS's distribution control: guidance
+  away from S moves the output toward the complement);
 - ``sims`` with aux_data="real" (the real-data control): the base fine-tuned on n_aux images of the loop's
   real data D_r for the same budget: if SIMS only gains by fine-tuning more, this control gains as much;
 - ``autoguidance`` (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"): a model
@@ -87,7 +89,10 @@ class SIMS:
     """Train a base model, fine-tune an auxiliary copy on n_aux of its own samples, sample with negative guidance.
 
     ``aux_data``: "synthetic" (SIMS) or "real" (the control: the copy fine-tuned on n_aux items of the loop's real
-    data D_r, the same budget). ``aux_images`` (when given) or ``aux_epochs``: the fine-tuning budget B (module
+    data D_r, the same budget). ``aux_proportions`` (p_0, ..., p_{G-1}): S holds exactly those shares of G groups
+    of the data source's classes (contiguous: with 10 classes and G = 2, classes 0-4 and 5-9), the classes given
+    by ``source.label`` (a mixture's most likely component; an image set's feature-network classifier); guidance
+    away from S steers the output toward the complement (the SIMS paper's distribution control). ``aux_images`` (when given) or ``aux_epochs``: the fine-tuning budget B (module
     docstring). ``interval`` = (lo, hi): the sampler's step i of N (i = 0 the noisiest) is guided when
     lo <= i / N < hi; (0, 1) guides every step. ``warm_start``: generation t's base continues from generation
     t-1's base (fine-tuned on D^t for the spec's budget, keeping its standardisation) instead of a fresh one.
@@ -95,13 +100,14 @@ class SIMS:
     """
 
     needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit")
-    takes_real: ClassVar[bool] = True  # the loop passes its real data D_r (the real-data control uses it)
+    loop_context: ClassVar[bool] = True  # the loop passes D_r (the real-data control) and the data source (curation)
 
     omega: float = 1.0
     n_aux: int = 2000
     aux_epochs: int = 50
     aux_images: int | None = None
     aux_data: str = "synthetic"
+    aux_proportions: tuple[float, ...] | None = None
     interval: tuple[float, float] = (0.0, 1.0)
     warm_start: bool = False
 
@@ -110,30 +116,49 @@ class SIMS:
                                                             self.aux_images))
         if self.aux_data not in AUX_DATA:
             raise ValueError(f"aux_data must be one of {', '.join(AUX_DATA)}, got {self.aux_data!r}")
+        if self.aux_proportions is not None:
+            shares = tuple(float(v) for v in self.aux_proportions)
+            if len(shares) < 2 or min(shares) < 0 or not math.isclose(sum(shares), 1, abs_tol=1e-9):
+                raise ValueError(f"aux_proportions needs two or more non-negative shares summing to 1, got {shares}")
+            if self.aux_data != "synthetic":
+                raise ValueError("aux_proportions curates the synthetic set S: it needs aux_data=synthetic")
+            object.__setattr__(self, "aux_proportions", shares)
 
-    def check_run(self, cfg, spec: ModelSpec) -> None:
-        """Before a run starts: the budget converts to the family's unit, and the real-data control has
-        n_aux real items to fine-tune on."""
+    def check_run(self, cfg, built) -> None:
+        """Before a run starts (``built``: its components by kind): the budget converts to the family's unit,
+        the real-data control has n_aux real items to fine-tune on, and curation has classes to curate by."""
+        spec = built["model"]
         if self.omega != 0 and hasattr(spec, "budget_unit"):
             aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
+        if self.aux_proportions is not None:
+            source = built["data"]
+            if not hasattr(source, "label"):
+                raise MadloopError(f"aux_proportions curates S by class: data source '{cfg.data}' gives no classes "
+                                   "(use mixture or an image set)")
+            if len(self.aux_proportions) > source.classes:
+                raise MadloopError(f"aux_proportions has {len(self.aux_proportions)} groups but data source "
+                                   f"'{cfg.data}' has {source.classes} classes")
         if self.aux_data == "real" and self.n_aux > cfg.n_real:
             raise MadloopError(f"sims with aux_data=real fine-tunes on n_aux real items: n_aux ({self.n_aux}) must be "
                                f"<= n_real ({cfg.n_real})")
 
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None,
-              real: Samples | None = None) -> Model:
+              real: Samples | None = None, source=None) -> Model:
         check_family("sims", spec, self.needs)
         base = fit_base(spec, data, rng, previous, self.warm_start)
         if self.omega == 0:  # the auxiliary model has no weight: skip it (the same samples at half the cost)
             return spec.guided(base, base, 0.0, self.interval)
         # Extrapolated prediction (1 + omega) base - omega aux.
-        return spec.guided(base, self.auxiliary(spec, base, rng, real), self.omega, self.interval)
+        return spec.guided(base, self.auxiliary(spec, base, rng, real, source), self.omega, self.interval)
 
-    def auxiliary(self, spec: ModelSpec, base: Model, rng: RunRNG, real: Samples | None = None) -> Model:
+    def auxiliary(self, spec: ModelSpec, base: Model, rng: RunRNG, real: Samples | None = None, source=None) -> Model:
         """The auxiliary model of ``base`` (``rng``: the training stream that fitted the base)."""
         budget = aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
-        # The set the copy fine-tunes on: n_aux unguided, unbiased samples of the base (S), or n_aux real items.
-        if self.aux_data == "synthetic":
+        # The set the copy fine-tunes on: n_aux unguided, unbiased samples of the base (S), S curated to the
+        # proportions, or n_aux real items.
+        if self.aux_proportions is not None:
+            s = curated_samples(base, source, self.aux_proportions, self.n_aux, rng.child(Role.AUX_SAMPLES))
+        elif self.aux_data == "synthetic":
             s = base.sample(self.n_aux, rng.child(Role.AUX_SAMPLES))
         else:
             if real is None or real.n < self.n_aux:
@@ -181,8 +206,9 @@ class Autoguidance:
         narrow = max(1, round(width * self.aux_width))
         return dataclasses.replace(spec, **{spec.budget_unit: budget, spec.width_option: narrow})
 
-    def check_run(self, cfg, spec: ModelSpec) -> None:
+    def check_run(self, cfg, built) -> None:
         """Before a run starts: the bad model's spec is a valid one (e.g. its budget holds a minibatch)."""
+        spec = built["model"]
         if self.omega != 0 and hasattr(spec, "budget_unit"):
             try:
                 self.aux_spec(spec, cfg.n_real)
@@ -225,3 +251,29 @@ def curated_index(groups: np.ndarray, shares, n: int, rng: RunRNG) -> np.ndarray
             chosen.append(members[:k])
         picks.append(np.sort(np.concatenate(chosen)))
     return np.stack(picks)
+
+
+MAX_ROUNDS = 16  # curation draws candidates in rounds of n until every group has enough
+
+
+def groups_of(labels: np.ndarray, classes: int, groups: int) -> np.ndarray:
+    """Contiguous groups of classes: class c of ``classes`` falls in group c * groups // classes."""
+    return labels * groups // classes
+
+
+def curated_samples(base: Model, source, shares: tuple[float, ...], n: int, rng: RunRNG) -> Samples:
+    """n samples of ``base`` per run holding exactly round(n x share_g) items of each group of the source's classes:
+    candidates are drawn in rounds of n until every run has enough of every group (at most MAX_ROUNDS)."""
+    if source is None or not hasattr(source, "label"):
+        raise MadloopError("aux_proportions curates S by class: it needs a data source that labels items")
+    need = np.ceil(np.asarray(shares) * n)
+    parts = []
+    for i in range(MAX_ROUNDS):
+        parts.append(base.sample(n, rng.child(f"round-{i}")))
+        candidates = Samples.concat(parts)
+        groups = groups_of(source.label(candidates.x), source.classes, len(shares))
+        counts = (groups[..., None] == np.arange(len(shares))).sum(1)
+        if (counts >= need).all():
+            return candidates.take(curated_index(groups, shares, n, rng.child("curate")))
+    raise MadloopError(f"curation found too few items of some group among {MAX_ROUNDS} x {n} samples of the model "
+                       f"(per run and group: {counts.min(0).tolist()}, needed {need.astype(int).tolist()})")

@@ -216,3 +216,41 @@ def test_curation_hits_the_requested_shares_exactly():
         curated_index(groups, (1.0, 0.0), 250, rng("curate"))
     with pytest.raises(ValueError, match="sum to 1"):
         curated_index(groups, (0.5, 0.6), 10, rng("curate"))
+
+
+def test_sims_curates_s_to_the_requested_class_shares_of_the_data_source(tmp_path):
+    import madloop
+    from madloop.data import MixtureData
+    from madloop.sims import curated_samples
+
+    source = MixtureData(means=((-3.0, 0.0), (3.0, 0.0)), std=0.5)
+    x = np.array([[[-3.1, 0.2], [2.9, -0.1], [-0.1, 0.0]]])
+    assert source.label(x).tolist() == [[0, 1, 0]] and source.classes == 2  # the most likely component
+    spec = FAMILIES[0]
+    base = spec.fit(source.sample(N, rng("real")), rng("fit"))
+    s = curated_samples(base, source, (0.25, 0.75), 20, rng("aux"))
+    assert s.x.shape == (R, 20, D) and (source.label(s.x) == 0).sum(1).tolist() == [5] * R
+    tiny = dict(data="mixture", means=((-3.0, 0.0), (3.0, 0.0)), model="ddpm", runs=2, gens=2, n_real=N, n_synth=N,
+                n_eval=N, n_ref=N, metrics=("sliced_w2",), algo="sims", n_aux=16, aux_epochs=1, width=8, depth=2,
+                epochs=2, batch=16, steps=12)
+    result = madloop.run(out=tmp_path / "r", **tiny, aux_proportions=(0.3, 0.7))  # a loop passes its source
+    assert result.config.algo_options["aux_proportions"] == (0.3, 0.7) and len(result.table)
+    with pytest.raises(madloop.MadloopError, match="data source 'gaussian' gives no classes"):
+        madloop.resolve({**{k: v for k, v in tiny.items() if k != "means"}, "data": "gaussian",
+                         "aux_proportions": (0.3, 0.7)})
+    with pytest.raises(madloop.MadloopError, match="has 3 groups but data source 'mixture' has 2 classes"):
+        madloop.resolve({**tiny, "aux_proportions": (0.2, 0.3, 0.5)})
+    with pytest.raises(ValueError, match="summing to 1"):
+        SIMS(aux_proportions=(0.5, 0.6))
+
+
+def test_an_image_set_labels_images_by_its_feature_network():
+    import madloop
+    from madloop import features
+
+    source = madloop.DATA["digits"]()
+    x = source.reference(12, RunRNG(0, range(2), 0, "ref"))
+    labels = source.label(x.x)
+    assert labels.shape == (2, 12)
+    assert labels[1].tolist() == features.network(source).classify(x.x[1]).tolist()
+    assert (labels == x.y).mean() > 0.8  # the classifier is right on most real digits

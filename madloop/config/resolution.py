@@ -248,7 +248,7 @@ def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
                            f"'{cfg.model}' has no {missing[0]} (use one of: {', '.join(able)})")
     check_run = getattr(built["algo"], "check_run", None)
     if check_run is not None:  # what an algorithm needs of the rest of the run (e.g. enough real data)
-        check_run(cfg, built["model"])
+        check_run(cfg, built)
     for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref", "store_runs"):
         if getattr(cfg, name) < 1:
             raise MadloopError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")

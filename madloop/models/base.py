@@ -89,5 +89,6 @@ class Algorithm(Protocol):
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
         """Generation t's model from its training set; ``previous`` is generation t-1's (None at t = 1).
 
-        An algorithm with ``takes_real = True`` also gets ``real=``, the loop's real data D_r."""
+        An algorithm with ``loop_context = True`` also gets ``real=``, the loop's real data D_r, and ``source=``,
+        the real-data source (whose ``label(x)`` classes SIMS's distribution control curates by)."""
         ...
