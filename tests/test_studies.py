@@ -116,3 +116,20 @@ def test_e1_compares_every_arm_with_the_standard_arm_run_by_run(tmp_path):
     assert late.vs_first_low < late.vs_first < late.vs_first_high
     with pytest.raises(ValueError, match="need the standard arm"):
         e1.versus_standard(points[1:], results[1:], (2, 4))
+
+
+def test_e3_measures_the_law_the_loop_samples_from():
+    from madloop.metrics.base import Evaluation
+    from madloop.models.gaussian import GaussianModel
+
+    mu, Sigma = np.zeros(2), np.array([[2.0, 1.0], [1.0, 2.0]])
+    model = GaussianModel(np.stack([mu, mu + 1]), np.stack([Sigma, 0.5 * Sigma]))
+    ev = Evaluation(None, np.zeros((1, 2)), model, truth=(mu, Sigma))
+    # An exact fit sampled with lam sits at (1 - sqrt(lam)) sqrt(tr Sigma); lam = 1 is true_w2.
+    assert mad_fresh.SampledW2(0.64)(ev)[0] == pytest.approx(0.2 * 2.0)
+    np.testing.assert_allclose(mad_fresh.SampledW2(1.0)(ev), madloop.METRICS["true_w2"](ev))
+    p = dict(lams=(1.0, 0.7), n_reals=(20,), n_synths=(20,), runs=500, burn=2, metrics=("true_w2",),
+             curve_range=(5, 400), curve_points=8, curve_runs=500)
+    ne = mad_fresh.effective_sizes(mad_fresh.real_only(p, 1), mad_fresh.loop_limits(p, 1))
+    ne = ne.set_index(["lam", "metric"])["mean"]
+    assert ne[1.0, "sampled_w2"] == ne[1.0, "true_w2"] and ne[0.7, "sampled_w2"] < ne[0.7, "true_w2"]

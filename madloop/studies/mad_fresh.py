@@ -21,13 +21,19 @@ Gaussian model, SPEC E1's 2D Gaussian p_r, distance = closed-form W2 between the
    The phase diagram shows n_e / n_r over (n_r, n_s) for each lam: synthetic data help where it is >= 1.
 3. The check against SPEC section 6: with lam = 1 and the mean error as the distance, n_e must be
    n_r (n_r + 2 n_s) / (n_r + n_s).
+4. What the loop actually samples. ``true_w2`` measures the fit N(mu_t, Sigma_t); with lam < 1 the loop
+   draws its synthetic data, and its output, from N(mu_t, lam Sigma_t). ``sampled_w2`` (SampledW2, one
+   metric per lam, registered when the study runs) is the closed-form W2 between that law and p_r, and its
+   n_e sits beside the fit's: the real-only size whose from-scratch model, sampled without bias, is as
+   close to p_r as the loop's samples are. At lam = 1 the two agree; at lam < 1 even an exact fit
+   (Sigma_t = Sigma) is sampled at W2 = (1 - sqrt(lam)) sqrt(tr Sigma), a gap that no amount of data closes.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,6 +44,9 @@ from matplotlib.colors import TwoSlopeNorm
 from scipy import stats
 
 from madloop.algorithms import Standard
+from madloop.metrics.base import Evaluation
+from madloop.metrics.base import register as register_metric
+from madloop.metrics.model import true_w2
 from madloop.models.base import Model, ModelSpec
 from madloop.registry import ALGOS
 from madloop.rng import RunRNG
@@ -50,6 +59,8 @@ NAME = "mad-fresh"
 GAUSSIAN = dict(model="gaussian", data="gaussian", loop="fresh")
 COLUMNS = ["part", "lam", "n_real", "n_synth", "n_first", "metric", "gen"]
 FIRST_SUBSET = f"{NAME}.first-subset"  # FirstSubset's name, registered when the study runs
+SAMPLED = "sampled_w2"  # the table's name for SampledW2 (registered per lam as f"{NAME}.sampled_w2@{lam}")
+LABELS = {**STUDY_LABELS, SAMPLED: "$W_2(N(\\mu_t, λ Σ_t), p_r)$, closed form"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,35 @@ class FirstSubset:
                 raise ValueError(f"n_first={self.n_first} exceeds the {data.n} points of D_r")
             data = data.take(np.broadcast_to(np.arange(self.n_first), (data.n_runs, self.n_first)))
         return Standard().train(spec, data, rng, previous)
+
+
+@dataclass(frozen=True)
+class SampledW2:
+    """Closed-form W2 between p_r and N(mu_t, lam Sigma_t), the law the loop samples from with bias lam."""
+
+    lam: float
+
+    def __call__(self, ev: Evaluation) -> np.ndarray:
+        return true_w2(replace(ev, model=Sampled(ev.model, self.lam)))
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A fitted model's moments as it samples them with bias lam: (mu_t, lam Sigma_t)."""
+
+    model: Any
+    lam: float
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        mean, cov = self.model.moments()
+        return mean, self.lam * cov
+
+
+def sampled_w2(lam: float) -> str:
+    """Register SampledW2 for ``lam`` (when the study runs: importing it registers nothing) and return its name."""
+    name = f"{NAME}.{SAMPLED}@{lam:g}"
+    register_metric(name, batched=True, model=True, replace=True)(SampledW2(lam))
+    return name
 
 
 def first_models(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
@@ -96,10 +136,12 @@ def loop_limits(p: Mapping[str, Any], jobs: int) -> pd.DataFrame:
     for lam, n_r, n_s in itertools.product(p["lams"], p["n_reals"], p["n_synths"]):
         start = limit_start(n_r, n_s, p["burn"])
         gens, every = max(2 * start, start + 20), max(1, start // 20)
-        points.append(dict(lam=lam, n_real=n_r, n_synth=n_s, gens=gens, every=every))
-    summary = sweep(points, jobs, **GAUSSIAN, runs=p["runs"], metrics=p["metrics"]).summary()
+        sampled = (sampled_w2(lam),) if "true_w2" in p["metrics"] else ()  # its n_e reads true_w2's curve
+        points.append(dict(lam=lam, n_real=n_r, n_synth=n_s, gens=gens, every=every, metrics=(*p["metrics"], *sampled)))
+    summary = sweep(points, jobs, **GAUSSIAN, runs=p["runs"]).summary()
+    summary["metric"] = summary.metric.where(~summary.metric.str.startswith(f"{NAME}.{SAMPLED}@"), SAMPLED)
     window = summary.gen >= [limit_start(r, s, p["burn"]) for r, s in zip(summary.n_real, summary.n_synth)]
-    return summary[window].drop(columns=["gens", "every"]).assign(part="loop")
+    return summary[window].drop(columns=["gens", "every", "metrics"], errors="ignore").assign(part="loop")
 
 
 def limit_start(n_r: int, n_s: int, burn: float) -> int:
@@ -116,10 +158,11 @@ def effective_size(n: np.ndarray, dist: np.ndarray, level: np.ndarray) -> np.nda
 
 
 def effective_sizes(curve: pd.DataFrame, loops: pd.DataFrame) -> pd.DataFrame:
-    """n_e with its 95% interval for every loop point and metric, from the real-only curve."""
+    """n_e with its 95% interval for every loop point and metric, from the real-only curve (for ``sampled_w2``,
+    the curve of ``true_w2``: a from-scratch model sampled without bias)."""
     rows = []
     for (metric, lam, n_r, n_s), df in loops.groupby(["metric", "lam", "n_real", "n_synth"], sort=False):
-        c = curve[curve.metric == metric]
+        c = curve[curve.metric == ("true_w2" if metric == SAMPLED else metric)]
         level, se, t = df["mean"].mean(), df["sem"].mean(), stats.t.ppf(0.975, df.n.min() - 1)
         levels = np.array([level + t * se, level, level - t * se])
         low, mid, high = effective_size(c.n_real.to_numpy(float), c["mean"].to_numpy(), levels)
@@ -156,10 +199,10 @@ def plot_convergence(table: pd.DataFrame, out: Path) -> list[Path]:
     return save(fig, out, f"{NAME}-convergence")
 
 
-def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2") -> list[Path]:
+def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2", name: str = "phase") -> list[Path]:
     """n_e / n_r over (n_r, n_s), one panel per lam; blue cells (>= 1): the synthetic data help."""
     ne = table[(table.part == "n_e") & (table.metric == metric)]
-    grid_ends = table.loc[(table.part == "real-only") & (table.metric == metric), "n_real"].agg(["min", "max"])
+    grid_ends = table.loc[(table.part == "real-only") & (table.metric == "true_w2"), "n_real"].agg(["min", "max"])
     lams = list(dict.fromkeys(ne.lam))
     n_rs, n_ss = sorted(set(ne.n_real.astype(int))), sorted(set(ne.n_synth.astype(int)))
     norm = TwoSlopeNorm(vmin=-2.0, vcenter=0.0, vmax=np.log10(2.0))
@@ -185,9 +228,9 @@ def plot_phase(table: pd.DataFrame, out: Path, metric: str = "true_w2") -> list[
     ticks = [0.01, 0.03, 0.1, 0.3, 1, 2]
     bar.set_ticks(np.log10(ticks), labels=[f"{t:g}" for t in ticks])
     bar.set_label("n_e / n_r   (black line: n_e = n_r)")
-    fig.suptitle(f"Fresh data loop, Gaussian model: effective sample size n_e / n_r (distance {STUDY_LABELS[metric]}; "
+    fig.suptitle(f"Fresh data loop, Gaussian model: effective sample size n_e / n_r (distance {LABELS[metric]}; "
                  f"{int(table.loc[table.part == 'loop', 'n'].iloc[0])} runs per cell)", fontsize=11, y=1.03)
-    return save(fig, out, f"{NAME}-phase")
+    return save(fig, out, f"{NAME}-{name}")
 
 
 def plot_check(table: pd.DataFrame, out: Path) -> list[Path]:
@@ -223,6 +266,7 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     table = pd.concat([first_models(params, jobs), curve, loops, effective_sizes(curve, loops)], ignore_index=True)
     table = columns_first(table, COLUMNS)
     figures = plot_convergence(table, out) + plot_phase(table, out) + plot_check(table, out)
+    figures += plot_phase(table, out, SAMPLED, "phase-sampled")  # the same n_e, of what the loop samples
     return [write_table(table, out, NAME), *figures]
 
 
