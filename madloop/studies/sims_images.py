@@ -119,23 +119,25 @@ def interval(values: pd.Series) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def paired(raw: pd.DataFrame) -> pd.DataFrame:
-    """Per (kind, budget, omega) and metric: the mean over runs of each run's mean over draws with its 95%
-    Student-t CI over runs, and the paired difference to the base (per run, the mean over draws of the value
-    minus the base's value on the same draw) with its CI; ``draw_sd``: the base's spread between draws."""
-    base = raw[raw.kind == "base"].set_index(["run", "draw"])
+def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(METRICS), base: str = "kind == 'base'",
+           gen: int = 1) -> pd.DataFrame:
+    """Per ``keys`` and metric: the mean over runs of each run's mean over draws with its 95% Student-t CI over
+    runs, and the paired difference to the rows selected by the query ``base`` (per run, the mean over draws of
+    the value minus the base's value on the same draw) with its CI; ``draw_sd``: the base's spread between
+    draws (what an unpaired comparison would have to beat)."""
+    reference = raw.query(base).set_index(["run", "draw"])
     rows = []
-    for (kind, budget, omega), g in raw.groupby(["kind", "budget", "omega"], sort=False):
+    for key, g in raw.groupby(list(keys), sort=False):
         g = g.set_index(["run", "draw"])
-        for metric in METRICS:
-            per_run = g[metric].groupby("run").mean()
-            diff = (g[metric] - base[metric].loc[g.index]).groupby("run").mean()
+        for metric in metrics:
+            per_run = g[metric].groupby("run").mean().dropna()
+            diff = (g[metric] - reference[metric].loc[g.index]).groupby("run").mean().dropna()
             mean, lo, hi = interval(per_run)
             d, d_lo, d_hi = interval(diff)
-            rows.append(dict(kind=kind, budget=budget, omega=omega, gen=1, metric=metric, n=per_run.size,
+            rows.append(dict(zip(keys, key), gen=gen, metric=metric, n=per_run.size,
                              draws=g.reset_index().draw.nunique(), mean=mean, ci_low=lo, ci_high=hi, diff=d,
                              diff_lo=d_lo, diff_hi=d_hi,
-                             base_draw_sd=base[metric].groupby("run").std(ddof=1).mean()))
+                             base_draw_sd=reference[metric].groupby("run").std(ddof=1).mean()))
     return pd.DataFrame(rows)
 
 

@@ -26,7 +26,7 @@ from madloop.rng import Role, Streams
 from madloop.sims import SIMS
 from madloop.studies import Study, register
 from madloop.studies.common import columns_first, write_table
-from madloop.studies.sims_images import interval
+from madloop.studies.sims_images import paired
 
 NAME = "sims-shift"
 SEED = 0
@@ -74,23 +74,6 @@ def rows_of(p: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary(raw: pd.DataFrame) -> pd.DataFrame:
-    """Per (kind, omega, metric): mean over runs of each run's mean over draws, 95% Student-t CI over runs, and the
-    paired difference to the base (same run, same draw)."""
-    base = raw[raw.kind == "base"].set_index(["run", "draw"])
-    rows = []
-    for (kind, omega), g in raw.groupby(["kind", "omega"], sort=False):
-        g = g.set_index(["run", "draw"])
-        for metric in ("share_0", "w2_0", "w2_1"):
-            per_run = g[metric].groupby("run").mean()
-            diff = (g[metric] - base[metric].loc[g.index]).groupby("run").mean()
-            mean, lo, hi = interval(per_run.dropna())
-            d, d_lo, d_hi = interval(diff.dropna())
-            rows.append(dict(kind=kind, omega=omega, gen=1, metric=metric, n=per_run.notna().sum(), mean=mean,
-                             ci_low=lo, ci_high=hi, diff=d, diff_lo=d_lo, diff_hi=d_hi))
-    return pd.DataFrame(rows)
-
-
 def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     titles = {"share_0": "share of component 0", "w2_0": "W2 of group 0 to component 0",
@@ -116,7 +99,8 @@ def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    table = columns_first(summary(rows_of(params)).assign(n_real=params["n_real"], n_aux=params["n_aux"]),
+    summary = paired(rows_of(params), keys=("kind", "omega"), metrics=("share_0", "w2_0", "w2_1"))
+    table = columns_first(summary.assign(n_real=params["n_real"], n_aux=params["n_aux"]),
                           ["kind", "omega", "n_real", "n_aux", "metric"])
     return [write_table(table, out, NAME), *plot(table, params, out)]
 
