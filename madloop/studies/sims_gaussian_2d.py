@@ -173,7 +173,9 @@ def plot_versus_standard(table: pd.DataFrame, p, out: Path) -> list[Path]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (size, df) in enumerate(rows.groupby("n_synth")):
         df, x = df.sort_values("omega"), df.sort_values("omega").omega + 0.02 * i
-        left.errorbar(x, df["mean"], yerr=[df["mean"] - df.ci_low, df.ci_high - df["mean"]], marker="o", capsize=3,
+        # Few runs give Student-t bars that reach below zero: the log axis shows them down to half the floor.
+        low = df.ci_low.clip(lower=floor / 2)
+        left.errorbar(x, df["mean"], yerr=[df["mean"] - low, df.ci_high - df["mean"]], marker="o", capsize=3,
                       color=f"C{i}", label=f"|S^t| = {size}")
         left.axhline(float(first.loc[first.n_synth == size, "mean"].iloc[0]), color=f"C{i}", linestyle="--", linewidth=0.8)
         right.errorbar(x, df["diff"], yerr=[df["diff"] - df.diff_low, df.diff_high - df["diff"]], marker="o", capsize=3,
