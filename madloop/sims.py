@@ -92,7 +92,9 @@ class SIMS:
     data D_r, the same budget). ``aux_proportions`` (p_0, ..., p_{G-1}): S holds exactly those shares of G groups
     of the data source's classes (contiguous: with 10 classes and G = 2, classes 0-4 and 5-9), the classes given
     by ``source.label`` (a mixture's most likely component; an image set's feature-network classifier); guidance
-    away from S steers the output toward the complement (the SIMS paper's distribution control). ``aux_images`` (when given) or ``aux_epochs``: the fine-tuning budget B (module
+    away from S steers the output toward the complement (the SIMS paper's distribution control).
+    ``aux_decoder_only`` (unet): the copy fine-tunes its decoder half only, so guided sampling runs the shared
+    encoder once for both models (benchmarks/bench_images.py measures the saving). ``aux_images`` (when given) or ``aux_epochs``: the fine-tuning budget B (module
     docstring). ``interval`` = (lo, hi): the sampler's step i of N (i = 0 the noisiest) is guided when
     lo <= i / N < hi; (0, 1) guides every step. ``warm_start``: generation t's base continues from generation
     t-1's base (fine-tuned on D^t for the spec's budget, keeping its standardisation) instead of a fresh one.
@@ -108,6 +110,7 @@ class SIMS:
     aux_images: int | None = None
     aux_data: str = "synthetic"
     aux_proportions: tuple[float, ...] | None = None
+    aux_decoder_only: bool = False
     interval: tuple[float, float] = (0.0, 1.0)
     warm_start: bool = False
 
@@ -130,6 +133,9 @@ class SIMS:
         spec = built["model"]
         if self.omega != 0 and hasattr(spec, "budget_unit"):
             aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
+        if self.aux_decoder_only and not getattr(spec, "encoder_decoder", False):
+            raise MadloopError(f"aux_decoder_only fine-tunes the decoder half of a U-Net; model '{cfg.model}' has none "
+                               "(use unet)")
         if self.aux_proportions is not None:
             source = built["data"]
             if not hasattr(source, "label"):
@@ -166,7 +172,8 @@ class SIMS:
                                    f"real data has {0 if real is None else real.n}")
             s = real.take(rng.child(Role.AUX_SAMPLES).permutations(real.n, self.n_aux))
         # The auxiliary model: the base fine-tuned on that set alone for the budget B; the set is then discarded.
-        return spec.finetune(base, s, rng.child(Role.AUX_FIT), budget)
+        half = {"decoder_only": True} if self.aux_decoder_only else {}
+        return spec.finetune(base, s, rng.child(Role.AUX_FIT), budget, **half)
 
 
 @ALGOS.register("autoguidance")

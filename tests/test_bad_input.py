@@ -27,6 +27,7 @@ BAD = [
     (["--algo", "sims", "--aux-data", "real", "--n-aux", "2000", "--n-real", "100"], "sims with aux_data=real fine-tunes on n_aux real items: n_aux (2000) must be <= n_real (100)"),
     (["--algo", "sims", "--aux-images", "1000"], "the ddpm family counts its budget in epochs over the n_aux = 2000 items: aux_images (1000) must be a multiple of n_aux"),
     (["--algo", "autoguidance", "--data", "digits", "--aux-images", "8"], "autoguidance's bad model: unet needs images >= batch (at least one Adam step), got images=8"),
+    (["--algo", "sims", "--aux-decoder-only"], "aux_decoder_only fine-tunes the decoder half of a U-Net; model 'ddpm' has none (use unet)"),
     (["--algo", "magic"], "unknown algorithm 'magic'; choose from:"),
     (["--metrics", "w2,fid9"], "unknown metric 'fid9' (did you mean 'fid'?); choose from:"),
     (["--runs", "0"], "runs must be a positive integer, got 0"),

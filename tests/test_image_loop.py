@@ -98,8 +98,9 @@ def test_sims_on_images_with_omega_zero_gives_exactly_the_standard_table(tmp_pat
     assert standard.table[VALUES].equals(sims.table[VALUES])
 
 
-@pytest.mark.parametrize("algo", [dict(algo="sims", aux_data="real", n_aux=32), dict(algo="autoguidance")],
-                         ids=["real-data-control", "autoguidance"])
+@pytest.mark.parametrize("algo", [dict(algo="sims", aux_data="real", n_aux=32), dict(algo="autoguidance"),
+                                  dict(algo="sims", n_aux=32, aux_decoder_only=True)],
+                         ids=["real-data-control", "autoguidance", "decoder-only"])
 def test_the_controls_run_in_an_image_loop(tmp_path, algo):
     tiny = {**TINY, "runs": 2, "gens": 2, "metrics": ("fid",), "omega": 0.5, "aux_images": 64}
     result = madloop.run(out=tmp_path / "r", **tiny, **algo)

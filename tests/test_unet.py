@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+import madloop
 from madloop import snapshot
 from madloop.errors import MadloopError
 from madloop.models import unet
@@ -202,3 +203,22 @@ def test_finetune_copies_and_guided_mixes(fitted):
     assert not np.allclose(TINY.guided(fitted, tuned, 1.0).sample(8, rng("synth"), 0.8).x, base)
     with pytest.raises(ValueError, match="interval"):
         TINY.guided(fitted, tuned, 1.0, (0.5, 0.2))
+
+
+def test_a_decoder_only_fine_tune_shares_the_encoder_and_samples_exactly_as_two_full_passes():
+    from madloop.models.unet import GuidedUNet, is_decoder
+
+    spec = UNet(images=64, batch=32, channels=8, steps=3, warmup=32, ema=32, runs_per_pass=1)
+    rng = RunRNG(0, range(2), 1, "t")
+    data = madloop.DATA["digits"]().sample(40, rng.child("real"))
+    base = spec.fit(data, rng.child("fit"))
+    aux = spec.finetune(base, data, rng.child("tune"), 64, decoder_only=True)
+    encoder = [k for k in base.weights if not is_decoder(k)]
+    assert encoder and all(aux.weights[k] is base.weights[k] for k in encoder)  # the same tensors
+    assert any(not torch.equal(aux.weights[k], base.weights[k]) for k in base.weights if is_decoder(k))
+    shared = spec.guided(base, aux, 1.5)
+    assert shared.shared_encoder and not spec.guided(base, spec.finetune(base, data, rng.child("t"), 64), 1.5).shared_encoder
+    for lam in (1.0, 0.6):  # with and without classifier-free guidance inside each denoiser
+        one_pass = shared.sample(12, rng.child("s"), lam).x
+        two_passes = GuidedUNet(base, aux, 1.5).sample(12, rng.child("s"), lam).x
+        assert np.array_equal(one_pass, two_passes)

@@ -178,10 +178,10 @@ def attention(w: Weights, name: str, h: Tensor, runs: int) -> Tensor:
     return (h + conv(w, f"{name}.proj", a, runs, c, k=1, zero=True)) * SKIP
 
 
-def unet(w: Weights, spec: UNet, x: Tensor, c_noise: Tensor, y: Tensor | None, keep: Tensor | None,
-         key: Tensor | None = None) -> Tensor:
-    """F(x, c_noise | y): x (R, B, C, H, W) -> (R, B, C, H, W). ``y`` (R, B) labels and ``keep`` (R, B) 1 for a
-    label, 0 for the null label (conditional models); ``key`` (R,) the dropout keys (training with dropout)."""
+def encode(w: Weights, spec: UNet, x: Tensor, c_noise: Tensor, y: Tensor | None, keep: Tensor | None,
+           key: Tensor | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
+    """The encoder half of F: the embedding of the noise level and label, and the encoder's features (its last
+    output h and the skip connections), for x (R, B, C, H, W); see ``unet``."""
     import torch
     import torch.nn.functional as F
 
@@ -205,15 +205,39 @@ def unet(w: Weights, spec: UNet, x: Tensor, c_noise: Tensor, y: Tensor | None, k
         for i in range(spec.blocks):
             h = block(w, f"enc{level}.{i}", h, emb, ch * mult, spec, key)
             skips.append(h)
+    return h, skips, emb
+
+
+def decode(w: Weights, spec: UNet, h: Tensor, skips: list[Tensor], emb: Tensor, shape: tuple[int, ...],
+           key: Tensor | None = None) -> Tensor:
+    """The decoder half of F: the encoder's features -> (R, B, C, H, W) of ``shape``; ``skips`` is not changed."""
+    import torch.nn.functional as F
+
+    runs, B, C, H, W = shape
+    skips = list(skips)
     # Decoder, one skip connection per block.
     for level, mult in reversed(list(enumerate(spec.mults))):
         for i in range(spec.blocks + 1):
-            h = block(w, f"dec{level}.{i}", join(h, skips.pop(), runs), emb, ch * mult, spec, key)
+            h = block(w, f"dec{level}.{i}", join(h, skips.pop(), runs), emb, spec.channels * mult, spec, key)
         if level > 0:
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = conv(w, f"up{level}", h, runs, ch * spec.mults[level - 1])
+            h = conv(w, f"up{level}", h, runs, spec.channels * spec.mults[level - 1])
     h = conv(w, "out", F.silu(norm(w, "out", h, runs)), runs, C, zero=True)
     return h.reshape(B, runs, C, H, W).transpose(0, 1).float()
+
+
+DECODER = ("dec", "up", "out")  # the weights of the decoder half start with these names (``decode``)
+
+
+def is_decoder(name: str) -> bool:
+    return name.split(".")[0].startswith(DECODER)
+
+
+def unet(w: Weights, spec: UNet, x: Tensor, c_noise: Tensor, y: Tensor | None, keep: Tensor | None,
+         key: Tensor | None = None) -> Tensor:
+    """F(x, c_noise | y): x (R, B, C, H, W) -> (R, B, C, H, W). ``y`` (R, B) labels and ``keep`` (R, B) 1 for a
+    label, 0 for the null label (conditional models); ``key`` (R,) the dropout keys (training with dropout)."""
+    return decode(w, spec, *encode(w, spec, x, c_noise, y, keep, key), x.shape, key)
 
 
 def init_weights(spec: UNet, shape: tuple[int, int, int], rng: RunRNG, device) -> dict[str, Tensor]:
@@ -280,13 +304,31 @@ class GuidedUNet:
     aux: UNetModel
     omega: float
     interval: tuple[float, float] = (0.0, 1.0)
+    shared_encoder: bool = False  # the aux's encoder weights are the base's tensors: one encoder pass for both
 
     def denoise(self, x: Tensor, sigma, y, w: float, step: int) -> Tensor:
         lo, hi = self.interval
-        d = self.base.denoise(x, sigma, y, w)
         if self.omega == 0 or not lo <= step / self.base.spec.steps < hi:
-            return d
-        return (1 + self.omega) * d - self.omega * self.aux.denoise(x, sigma, y, w)
+            return self.base.denoise(x, sigma, y, w)
+        if self.shared_encoder:
+            d, d_aux = self.pair(x, sigma, y, w)
+        else:
+            d, d_aux = self.base.denoise(x, sigma, y, w), self.aux.denoise(x, sigma, y, w)
+        return (1 + self.omega) * d - self.omega * d_aux
+
+    def pair(self, x: Tensor, sigma, y, w: float) -> tuple[Tensor, Tensor]:
+        """D_base and D_aux (classifier-free guidance w inside each) from one encoder pass."""
+        import torch
+
+        spec = self.base.spec
+        keep = None if not spec.conditional else torch.ones(y.shape, device=x.device)
+        if spec.conditional and w != 0:  # conditional and null-label passes in one batch
+            x, y, keep = torch.cat([x, x], 1), torch.cat([y, y], 1), torch.cat([keep, 0 * keep], 1)
+        both = spec.denoiser_pair(self.base.weights, self.aux.weights, x, sigma, y if spec.conditional else None, keep)
+        if spec.conditional and w != 0:
+            d_y, d_null = both.chunk(2, 2)
+            both = (1 + w) * d_y - w * d_null
+        return both[0], both[1]
 
     def sample(self, n: int, rng: RunRNG, lam: float = 1.0) -> Samples:
         return self.base.spec.generate(self.base, self.denoise, n, rng, lam)
@@ -346,6 +388,7 @@ class UNet:
 
     budget_unit: ClassVar[str] = "images"  # a fit's budget (madloop.sims)
     width_option: ClassVar[str] = "channels"
+    encoder_decoder: ClassVar[bool] = True  # finetune(decoder_only=True): SIMS's shared-encoder auxiliary
 
     channels: int = 16
     mults: tuple[int, ...] = (1, 2)
@@ -425,6 +468,31 @@ class UNet:
         F = lambda x_in, c_noise: self.network(weights, x_in, c_noise, y, keep, key)
         return edm_denoiser(F, x, sigma, self.sigma_data)
 
+    def network_pair(self, base: dict, aux: dict, x: Tensor, c_noise: Tensor, y, keep) -> Tensor:
+        """F of two models that share their encoder weights (``base`` and ``aux``; a decoder-only fine-tune):
+        one encoder pass, two decoder passes; (2, R, B, C, H, W), base first."""
+        import torch
+
+        runs = x.shape[0]
+        G = self.runs_per_pass or runs
+        c_noise = c_noise.expand(runs, x.shape[1], 1, 1, 1)
+        out = []
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
+            for r in range(0, runs, G):
+                part = [None if a is None else a[r : r + G] for a in (x, c_noise, y, keep)]
+                wb, wa = (Weights({k: v[r : r + G] for k, v in m.items()}) for m in (base, aux))
+                features = encode(wb, self, *part)
+                out.append(torch.stack([decode(m, self, *features, part[0].shape) for m in (wb, wa)]))
+        return torch.cat(out, 1)
+
+    def denoiser_pair(self, base: dict, aux: dict, x: Tensor, sigma, y, keep) -> Tensor:
+        """D(x; sigma | y) of two models sharing their encoder: (2, R, B, C, H, W), base first."""
+        import torch
+
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        return edm_denoiser(lambda x_in, c_noise: self.network_pair(base, aux, x_in, c_noise, y, keep), x, sigma,
+                            self.sigma_data)
+
     # Training.
 
     @property
@@ -439,13 +507,16 @@ class UNet:
         weights = init_weights(self, data.item_shape, rng.child(Role.INIT), self.torch_device)
         return self._train(UNetModel(self, weights, data.item_shape), data, rng.child(Role.TRAIN), self.images)
 
-    def finetune(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
+    def finetune(self, model: UNetModel, data: Samples, rng: RunRNG, images: int,
+                 decoder_only: bool = False) -> UNetModel:
         """A copy of ``model`` trained on ``images`` more training images (fresh Adam, warm-up and EMA, which
-        start from the model's weights); ``model`` is unchanged."""
+        start from the model's weights); ``model`` is unchanged. ``decoder_only``: the encoder's weights stay
+        the model's own (the same tensors), so a guided sampler runs the encoder once for both models."""
         check_images(self, data, rng)
         if data.item_shape != model.shape:
             raise MadloopError(f"cannot fine-tune a unet for images {model.shape} on images {data.item_shape}")
-        return self._train(model, data, rng.child(Role.TRAIN), images)
+        trainable = {k for k in model.weights if is_decoder(k)} if decoder_only else None
+        return self._train(model, data, rng.child(Role.TRAIN), images, trainable)
 
     def guided(self, base: UNetModel, aux: UNetModel, omega: float, interval=(0.0, 1.0)) -> GuidedUNet:
         """The SIMS model: (1 + omega) D_base - omega D_aux on the guided sampler steps (see GuidedUNet)."""
@@ -457,7 +528,8 @@ class UNet:
         if not same_sampler(aux.spec, base.spec) or aux.shape != base.shape:
             raise ValueError("guidance needs an auxiliary model of the same family, conditioning, EDM settings and "
                              "image shape as its base")
-        return GuidedUNet(base, aux, float(omega), (float(lo), float(hi)))
+        shared = aux.spec == base.spec and all(aux.weights[k] is v for k, v in base.weights.items() if not is_decoder(k))
+        return GuidedUNet(base, aux, float(omega), (float(lo), float(hi)), shared)
 
     def draw(self, rng: RunRNG, batch: int, d: int) -> list:
         """One step's per-run randomness, drawn on the host: noise levels ln sigma ~ N(p_mean, p_std^2)
@@ -480,20 +552,23 @@ class UNet:
 
         return edm_loss(D, x, sigma, noise, self.sigma_data)  # flat images: its mean over axes (1, 2) is per run
 
-    def _train(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
-        """Adam on the sum over runs of each run's mean EDM loss, with an EMA of the weights."""
+    def _train(self, model: UNetModel, data: Samples, rng: RunRNG, images: int,
+               trainable: set[str] | None = None) -> UNetModel:
+        """Adam on the sum over runs of each run's mean EDM loss, with an EMA of the weights; only the weights
+        named in ``trainable`` change (None: all), the others are the model's own tensors."""
         with one_thread(self.torch_device.type == "cpu"):  # rounding independent of the process's threads
-            return self._adam(model, data, rng, images)
+            return self._adam(model, data, rng, images, trainable)
 
-    def _adam(self, model: UNetModel, data: Samples, rng: RunRNG, images: int) -> UNetModel:
+    def _adam(self, model: UNetModel, data: Samples, rng: RunRNG, images: int, trainable: set[str] | None) -> UNetModel:
         import torch
 
         device, (runs, n), shape = self.torch_device, data.x.shape[:2], model.shape
         x = torch.as_tensor(data.x.reshape(runs, n, -1) * 2 - 1, dtype=torch.float32, device=device)
         y = torch.as_tensor(data.y, device=device) if self.conditional else None
-        params = {k: v.detach().clone().requires_grad_() for k, v in model.weights.items()}
-        ema = {k: v.detach().clone() for k, v in model.weights.items()}
-        opt = torch.optim.Adam(params.values(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
+        trainable = set(model.weights) if trainable is None else trainable
+        params = {k: v.detach().clone().requires_grad_() if k in trainable else v for k, v in model.weights.items()}
+        ema = {k: v.detach().clone() for k, v in model.weights.items() if k in trainable}
+        opt = torch.optim.Adam([params[k] for k in ema], lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
         order, at = np.zeros((runs, 0), dtype=np.int64), 0
         for step in range(images // self.batch):
             # Each run's minibatch: the next images of its own stream of epoch permutations.
@@ -518,7 +593,7 @@ class UNet:
                 with torch.no_grad():
                     for k, v in ema.items():
                         v.lerp_(params[k], 1 - beta)
-        final = ema if self.ema > 0 else {k: v.detach() for k, v in params.items()}
+        final = {k: v if k not in ema else ema[k] if self.ema > 0 else params[k].detach() for k, v in model.weights.items()}
         return UNetModel(self, final, shape)
 
     # Sampling.
