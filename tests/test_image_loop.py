@@ -91,7 +91,7 @@ def test_a_crashed_image_loop_resumes_to_the_identical_table_and_grids(whole, tm
 
 
 def test_sims_on_images_with_omega_zero_gives_exactly_the_standard_table(tmp_path):
-    tiny = {**TINY, "gens": 1, "metrics": ("fid",)}
+    tiny = {**TINY, "runs": 2, "gens": 1, "metrics": ("fid",)}
     standard = madloop.run(out=tmp_path / "standard", **tiny)
     sims = madloop.run(out=tmp_path / "sims", algo="sims", omega=0.0, aux_images=64, **tiny)
     assert sims.config.model == "unet"  # image data keeps its model family under sims
