@@ -101,7 +101,9 @@ def test_e1_compares_every_arm_with_the_standard_arm_run_by_run(tmp_path):
     from madloop.studies import sims_gaussian_2d as e1
 
     settings = dict(loop="augmentation", runs=6, gens=4, n_real=30, n_synth=30, n_eval=40, n_ref=40, metrics=("w2",))
-    points = [dict(n_synth=30, omega=0.0), dict(n_synth=30, omega=1.0)]  # two arms of one seed (lam stands in for omega)
+    # Two arms of one seed (lam stands in for omega).
+    points = [dict(network="paper", kind="standard", n_synth=30, omega=0.0),
+              dict(network="paper", kind="sims", n_synth=30, omega=1.0)]
     results = [madloop.run(out=tmp_path / "a", **settings), madloop.run(out=tmp_path / "b", lam=0.6, **settings)]
     table = e1.versus_standard(points, results, (2, 4)).set_index(["omega", "gen", "late"])
     standard, arm = table.loc[0.0], table.loc[1.0]
@@ -116,6 +118,32 @@ def test_e1_compares_every_arm_with_the_standard_arm_run_by_run(tmp_path):
     assert late.vs_first_low < late.vs_first < late.vs_first_high
     with pytest.raises(ValueError, match="need the standard arm"):
         e1.versus_standard(points[1:], results[1:], (2, 4))
+    other = [points[0], dict(points[1], network="fitting")]  # a standard arm of another network is no partner
+    with pytest.raises(ValueError, match="network 'fitting' at"):
+        e1.versus_standard(other, results, (2, 4))
+    first = e1.versus_standard(points, results, None, part="gen1-versus-standard")  # no window: per generation
+    assert not first.late.any() and (first.part == "gen1-versus-standard").all()
+
+
+@pytest.mark.parametrize("scale", ["ci", "cpu", "gpu"])
+def test_e1_arms_are_valid_runs_and_the_controls_share_sims_budget(scale):
+    from madloop.config import resolve
+    from madloop.studies import sims_gaussian_2d as e1
+
+    p = STUDIES[e1.NAME].scales[scale]
+    points = e1.arms(p, p["loop_omegas"], p["control_omegas"], gens=p["gens"], n_synth=max(p["sizes"]))
+    assert {(q["network"], q["kind"]) for q in points} == {(n, k) for n in p["networks"]
+                                                           for k in ("standard", *e1.KINDS)}
+    for q in points:
+        cfg = resolve({**e1.BASE, **{k: v for k, v in q.items() if k not in e1.LABELS}, "runs": p["runs"]})
+        net, algo = p["networks"][q["network"]], cfg.algo_options
+        assert cfg.model_options["epochs"] == net["epochs"]
+        if q["kind"] == "real":  # n_aux <= n_real, and the same points seen as SIMS's fine-tune
+            assert algo["n_aux"] <= cfg.n_real and algo["aux_images"] == net["aux_epochs"] * p["n_aux"]
+        if q["kind"] == "autoguidance":  # the bad model: a quarter of the base's epochs
+            assert algo["aux_epochs"] is None and algo["aux_images"] is None
+    with pytest.raises(ValueError, match="unknown kind"):
+        e1.arm("guidance", 1.0, e1.NETWORKS["paper"], 2000)
 
 
 def test_e3_measures_the_law_the_loop_samples_from():

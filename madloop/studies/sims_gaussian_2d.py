@@ -1,24 +1,47 @@
-"""E1 (SPEC section 4): SIMS on 2D Gaussian data in the synthetic augmentation loop.
+"""E1 (SPEC section 4): SIMS on 2D Gaussian data in the synthetic augmentation loop, beside its two controls,
+for two networks.
 
-p_r = N([0, 0], [[2, 1], [1, 2]]), |D_r| = 1000; each generation trains SPEC E1's toy DDPM from scratch
-for 100 epochs on D^t; SIMS fine-tunes a copy for 50 epochs on n_aux = 2000 of its own samples and
-samples with (1 + omega) eps_base - omega eps_aux. Distance: exact W2 (``w2``: POT's emd2, as the paper)
-between 1000 generated points and 1000 reference points of p_r; the floor is the same W2 for a real
-sample of 1000 points. A Gaussian fit (``gauss_w2``) would not see the heavy tails of a blow-up.
+p_r = N([0, 0], [[2, 1], [1, 2]]), |D_r| = 1000; each generation trains a DDPM from scratch on D^t. SIMS
+fine-tunes a copy for aux_epochs on n_aux = 2000 of its own samples and samples with (1 + omega) eps_base -
+omega eps_aux. Distance: exact W2 (``w2``: POT's emd2, as the paper) between 1000 generated points and 1000
+reference points of p_r; the floor is the same W2 for a real sample of 1000 points. A Gaussian fit
+(``gauss_w2``) would not see the heavy tails of a blow-up.
+
+Networks (``NETWORKS``; column ``network``), so the study answers whether SIMS behaves as the paper says once
+the base fits well:
+- ``paper``: SPEC E1's toy DDPM as the paper ran it (raw integer t, minibatches of 128, Adam 1e-3, 100 epochs;
+  aux 50 epochs). Its generation-1 W2 is about 3x the floor;
+- ``fitting``: the same MLP on standardised data with a sinusoidal time embedding, Adam 1e-4 for 300 epochs
+  (aux 150: half the base's budget, as the paper's 50 of 100). Generation-1 W2 0.302 [0.276, 0.328] against a
+  floor of 0.253 (16 runs, seed 1: 1.2x the floor, the paper's network 0.80 against 0.27). A smaller learning
+  rate for longer is what closes the gap (300 epochs at 1e-3: 0.39); width, depth, more sampler steps and full
+  batches moved little. Its training costs 3x the paper's.
+
+Kinds of auxiliary model (``KINDS``; column ``kind``), each at every omega > 0; omega = 0 is standard training
+(``kind`` "standard", the arm every other is paired with):
+- ``sims``: the base fine-tuned on n_aux of its own samples S for aux_epochs (budget B = aux_epochs x n_aux
+  points seen);
+- ``real``: the real-data control, the base fine-tuned on real data for the same B. It draws its n_aux items
+  from the loop's D_r, so n_aux <= n_real: with the paper's n_aux = 2000 > |D_r| = 1000 it takes n_aux = n_real
+  and aux_epochs x n_aux / n_real epochs (100 epochs of D_r for the paper's 50 of S), the same points seen;
+- ``autoguidance``: a copy trained from scratch on D^t for a quarter of the base's epochs (Autoguidance's
+  default: Karras et al.'s bad model is a shorter-trained one; same width).
 
 Parts of one tidy table (column ``part``):
-- ``self-improvement``: E[W2(G^1)] vs omega (generation 1 only);
-- ``loops``: the augmentation loop for every omega in ``loop_omegas`` and |S| in ``sizes``: r_t vs t
-  (prevention) and the paper's convergence ratio: mean of E[W2_t] over the ``window`` (start, end) of
-  generations, over the arm's own E[W2(G^1)];
-- ``versus-standard``: each loop arm against the standard arm (omega = 0) of its |S|, run by run. Runs of
-  one seed share D_r and the generation-1 base, so an arm's own generation 1 is not a fair denominator
-  (omega = 3 starts from a poor one, and looks like prevention). Per generation and for the window
-  (``late``): E[W2] of the arm with its t interval (absolute), E[W2_arm] / E[W2_standard(G^1)] with its
-  bootstrap interval (``vs_first``), and the paired difference arm - standard with its t interval
-  (``diff``, from ``madloop.compare``);
-- ``configs``: generation-1 W2 of the standard DDPM under the batch size, standardised data, a
-  sinusoidal time embedding and bf16, to show how much of the gap to the floor each one closes.
+- ``self-improvement``: E[W2(G^1)] vs omega (generation 1 only) for every kind; ``gen1-versus-standard``: each
+  arm's generation 1 against standard training's, run by run (the runs of one seed share D_r), as below;
+- ``loops``: the augmentation loop for every omega in ``loop_omegas`` (SIMS) or ``control_omegas`` (the two
+  controls) and |S| in ``sizes``: r_t vs t (prevention) and the paper's convergence ratio: mean of E[W2_t] over
+  the ``window`` (start, end) of generations, over the arm's own E[W2(G^1)];
+- ``versus-standard``: each loop arm against the standard arm of its network and |S|, run by run. Runs of one
+  seed share D_r and the generation-1 base, so an arm's own generation 1 is not a fair denominator (omega = 3
+  starts from a poor one, and looks like prevention). Per generation and for the window (``late``): E[W2] of
+  the arm with its t interval (absolute), E[W2_arm] / E[W2_standard(G^1)] with its bootstrap interval
+  (``vs_first``), and the paired difference arm - standard with its t interval (``diff``, from
+  ``madloop.compare``);
+- ``configs``: generation-1 W2 of the standard DDPM under the batch size, standardised data, a sinusoidal time
+  embedding and bf16, one change at a time, then the ``fitting`` network, to show how much of the gap to the
+  floor each one closes.
 """
 
 from __future__ import annotations
@@ -38,15 +61,50 @@ from madloop.studies.common import sweep, write_table
 
 NAME = "sims-gaussian-2d"
 METRIC = "w2"
-BASE = dict(loop="augmentation", algo="sims", model="ddpm", data="gaussian", n_real=1000, n_eval=1000, n_ref=1000,
-            metrics=(METRIC,))
+BASE = dict(loop="augmentation", model="ddpm", data="gaussian", n_real=1000, n_eval=1000, n_ref=1000, metrics=(METRIC,))
+LABELS = ("config", "network", "kind")  # columns of the table that label a point; not run settings
+NETWORKS = {  # the DDPM's options and budgets (epochs of the base, aux_epochs of SIMS's fine-tune); module docstring
+    "paper": dict(epochs=100, aux_epochs=50),
+    "fitting": dict(epochs=300, aux_epochs=150, lr=1e-4, standardize=True, time_embedding="sinusoidal"),
+}
+KINDS = {
+    "sims": "SIMS (fine-tuned on its own samples S)",
+    "real": "real-data control (fine-tuned on D_r)",
+    "autoguidance": "autoguidance (from scratch, 1/4 of the epochs)",
+}
+COLORS = {"standard": "0.3", "sims": "C3", "real": "C0", "autoguidance": "C2"}
+
+
+def arm(kind: str, omega: float, net: Mapping[str, Any], n_aux: int) -> dict[str, Any]:
+    """The run settings of one arm: its network's DDPM options and its kind's algorithm (module docstring).
+    Standard training is SIMS at omega = 0 (SPEC 3), which skips the auxiliary model."""
+    model = {k: v for k, v in net.items() if k != "aux_epochs"}
+    if kind in ("standard", "sims"):
+        return dict(model, algo="sims", omega=omega, n_aux=n_aux, aux_epochs=net["aux_epochs"])
+    if kind == "real":
+        # The control fine-tunes on items of D_r, so n_aux <= n_real; the same points seen as SIMS's budget.
+        return dict(model, algo="sims", aux_data="real", omega=omega, n_aux=min(n_aux, BASE["n_real"]),
+                    aux_images=net["aux_epochs"] * n_aux)
+    if kind == "autoguidance":
+        return dict(model, algo="autoguidance", omega=omega)
+    raise ValueError(f"unknown kind of auxiliary model {kind!r}; choose from standard, {', '.join(KINDS)}")
+
+
+def arms(p: Mapping[str, Any], omegas, control_omegas, **point) -> list[dict[str, Any]]:
+    """For each network: the standard arm (omega = 0), SIMS at every omega > 0 of ``omegas`` and the two controls
+    at every omega > 0 of ``control_omegas``; ``point``: settings every arm shares."""
+    out = []
+    for name, net in p["networks"].items():
+        grid = [("standard", 0.0)] + [(k, w) for k in KINDS for w in (omegas if k == "sims" else control_omegas) if w]
+        out += [dict(network=name, kind=k, **arm(k, float(w), net, p["n_aux"]), **point) for k, w in grid]
+    return out
 
 
 def run_part(part: str, points: list[dict[str, Any]], common: Mapping[str, Any], jobs: int,
              window: tuple[int, int] | None = None) -> tuple[pd.DataFrame, list[Result]]:
     """Each point on top of BASE and ``common``: its summary (with convergence ratios over ``window``) with the
     point as columns, and the Results."""
-    settings = [{k: v for k, v in p.items() if k != "config"} for p in points]  # config: a label
+    settings = [{k: v for k, v in p.items() if k not in LABELS} for p in points]
     results = sweep(settings, jobs, **{**BASE, **common}).results
     table = pd.concat([with_convergence(r, window).assign(part=part, **p) for r, p in zip(results, points)],
                       ignore_index=True)
@@ -60,46 +118,56 @@ def with_convergence(result: Result, window: tuple[int, int] | None) -> pd.DataF
     return result.summary().merge(ratios, on="metric", how="left")
 
 
-def versus_standard(points: list[dict[str, Any]], results: list[Result], window: tuple[int, int]) -> pd.DataFrame:
-    """Every loop arm against the standard arm (omega = 0) of its |S|, run by run (see the module's docstring)."""
-    arms = {(p["n_synth"], p["omega"]): r for p, r in zip(points, results)}
+def versus_standard(points: list[dict[str, Any]], results: list[Result], window: tuple[int, int] | None,
+                    part: str = "versus-standard") -> pd.DataFrame:
+    """Every arm against the standard arm (kind "standard", omega = 0) of its network and |S|, run by run (see the
+    module's docstring); without ``window``, per generation only."""
+    arms = {(p["network"], p["kind"], p["n_synth"], p["omega"]): r for p, r in zip(points, results)}
     rows = []
-    for (size, omega), arm in arms.items():
-        if (size, 0.0) not in arms:
-            raise ValueError(f"the loops at |S| = {size} need the standard arm (omega = 0) to compare with")
-        standard = arms[size, 0.0]
+    for (net, kind, size, omega), arm in arms.items():
+        if (net, "standard", size, 0.0) not in arms:
+            raise ValueError(f"the arms of network {net!r} at |S| = {size} need the standard arm (omega = 0) to "
+                             "compare with")
+        standard = arms[net, "standard", size, 0.0]
         first, values = standard.per_run(METRIC)[1].to_numpy(), arm.per_run(METRIC)
         for d in compare(standard, arm, METRIC, window).itertuples():
             gens = window_gens(values.columns, window) if d.late else [d.gen]
             v = values[gens].mean(axis=1, skipna=False).to_numpy()  # each run's mean over the generations
             mean, sem, half = mean_ci(sums(v, None))
             r, lo, hi = ratio_interval(v, first)
-            rows.append(dict(part="versus-standard", metric=METRIC, n_synth=size, omega=omega, gen=d.gen, late=d.late,
-                             n=d.n, mean=mean, sem=sem, ci_low=mean - half, ci_high=mean + half, vs_first=r,
-                             vs_first_low=lo, vs_first_high=hi, diff=d.diff, diff_low=d.lo, diff_high=d.hi))
+            rows.append(dict(part=part, metric=METRIC, network=net, kind=kind, n_synth=size, omega=omega, gen=d.gen,
+                             late=d.late, n=d.n, mean=mean, sem=sem, ci_low=mean - half, ci_high=mean + half,
+                             vs_first=r, vs_first_low=lo, vs_first_high=hi, diff=d.diff, diff_low=d.lo,
+                             diff_high=d.hi))
     return pd.DataFrame(rows)
 
 
-def configurations(batch: int) -> list[dict[str, Any]]:
-    """The default DDPM and one change at a time, then all the fixes together."""
-    return [dict(config="default (committed figures)"), dict(config=f"batch {batch}", batch=batch),
+def configurations(p: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The paper's DDPM and one change at a time, then the first three together, bf16, and the fitting network."""
+    batch, fitting = p["batch"], p["networks"]["fitting"]
+    return [dict(config="default (paper network)"), dict(config=f"batch {batch}", batch=batch),
             dict(config="standardised data", standardize=True), dict(config="sinusoidal time", time_embedding="sinusoidal"),
             dict(config="all three", batch=batch, standardize=True, time_embedding="sinusoidal"),
-            dict(config="bf16", dtype="bfloat16")]
+            dict(config="bf16", dtype="bfloat16"),
+            dict(config=f"fitting network (lr {fitting.get('lr', 1e-3):g}, {fitting['epochs']} epochs)",
+                 **{k: v for k, v in fitting.items() if k != "aux_epochs"})]
 
 
 def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    standard = dict(runs=p["runs"], epochs=p["epochs"], seed=0, **p.get("extra", {}))
-    sims = dict(standard, aux_epochs=p["aux_epochs"], n_aux=p["n_aux"])
-    configs = [dict(algo="standard", gens=1, n_synth=1000, **c) for c in configurations(p["batch"])]
-    loops = [dict(omega=w, n_synth=s, gens=p["gens"]) for s in p["sizes"] for w in p["loop_omegas"]]
     window = tuple(p["window"])
     if window[1] > p["gens"]:
         raise ValueError(f"the convergence window {window} ends after the last generation ({p['gens']})")
-    loop_table, loop_results = run_part("loops", loops, sims, jobs, window)
+    common = dict(runs=p["runs"], seed=0, **p.get("extra", {}))
+    first = arms(p, p["gen1_omegas"], p["gen1_omegas"], gens=1, n_synth=1000)
+    loops = [a for s in p["sizes"] for a in arms(p, p["loop_omegas"], p["control_omegas"], gens=p["gens"], n_synth=s)]
+    configs = [dict(algo="standard", gens=1, n_synth=1000, epochs=p["networks"]["paper"]["epochs"]) | c
+               for c in configurations(p)]
+    first_table, first_results = run_part("self-improvement", first, common, jobs)
+    loop_table, loop_results = run_part("loops", loops, common, jobs, window)
     table = pd.concat([
-        run_part("self-improvement", [dict(omega=w, gens=1, n_synth=1000) for w in p["gen1_omegas"]], sims, jobs)[0],
-        run_part("configs", configs, standard, jobs)[0],
+        first_table,
+        versus_standard(first, first_results, None, part="gen1-versus-standard"),
+        run_part("configs", configs, common, jobs)[0],
         loop_table,
         versus_standard(loops, loop_results, window),
     ], ignore_index=True)
@@ -110,84 +178,127 @@ def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
 
 
 def _note(p: Mapping[str, Any], floor: bool = True) -> str:
-    return (f"{p['runs']} runs, DDPM {p['epochs']} epochs, aux {p['aux_epochs']} epochs on n_aux = {p['n_aux']}; "
+    nets = "; ".join(f"{k}: {v['epochs']} epochs, aux {v['aux_epochs']}" for k, v in p["networks"].items())
+    return (f"{p['runs']} runs, n_aux = {p['n_aux']}; {nets}; "
             + ("bands: 95% CI; dotted: real-data floor" if floor else "bars: 95% CI"))
 
 
+def _kinds(rows: pd.DataFrame, kinds=tuple(KINDS)):
+    """Each kind's rows with the standard arm's (omega = 0) in front, sorted by omega."""
+    standard = rows[rows.kind == "standard"]
+    for kind in kinds:
+        yield kind, pd.concat([standard, rows[rows.kind == kind]]).sort_values("omega")
+
+
+def _columns(p: Mapping[str, Any], rows: int, width: float = 5.2, height: float = 3.8):
+    """A figure with one column of ``rows`` axes per network."""
+    n = len(p["networks"])
+    fig, axes = plt.subplots(rows, n, figsize=(width * n, height * rows), squeeze=False)
+    return fig, axes
+
+
 def plot_self_improvement(table: pd.DataFrame, p, out: Path) -> list[Path]:
-    rows = table[(table.part == "self-improvement") & (table.gen == 1)].sort_values("omega")
-    floor = table[(table.part == "self-improvement") & (table.gen == 0)]["mean"].mean()
-    fig, ax = plt.subplots(figsize=(5.6, 4))
-    ax.plot(rows.omega, rows["mean"], marker="o", color="C0", label="SIMS, generation 1")
-    # Few runs give Student-t bands that reach below zero: the log axis shows them down to the floor.
-    ax.fill_between(rows.omega, rows.ci_low.clip(lower=floor / 2), rows.ci_high, color="C0", alpha=0.25, linewidth=0)
-    ax.axhline(floor, color="0.3", linestyle=":", label="floor: W2 of a real sample of the same size")
-    ax.set_yscale("log")
-    ax.set_xlabel("guidance strength ω (ω = 0: the base DDPM)")
-    ax.set_ylabel("E[W2(G^1, p_r)]")
-    ax.set_title(f"Self-improvement on 2D Gaussian data\n{_note(p)}", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    """Per network: E[W2(G^1)] vs omega for SIMS and the two controls, and each one's paired difference to
+    standard training at generation 1 (below 0: the arm beats standard)."""
+    fig, axes = _columns(p, 2)
+    for (top, bottom), net in zip(axes.T, p["networks"]):
+        rows = table[(table.part == "self-improvement") & (table.network == net)]
+        diffs = table[(table.part == "gen1-versus-standard") & (table.network == net) & (table.gen == 1)]
+        floor = rows[rows.gen == 0]["mean"].mean()
+        for i, ((kind, df), (_, d)) in enumerate(zip(_kinds(rows[rows.gen == 1]), _kinds(diffs))):
+            top.plot(df.omega, df["mean"], marker="o", color=COLORS[kind], label=KINDS[kind])
+            # Few runs give Student-t bands that reach below zero: the log axis shows them down to half the floor.
+            top.fill_between(df.omega, df.ci_low.clip(lower=floor / 2), df.ci_high, color=COLORS[kind], alpha=0.15,
+                             linewidth=0)
+            bottom.errorbar(d.omega + 0.03 * (i - 1), d["diff"], yerr=[d["diff"] - d.diff_low, d.diff_high - d["diff"]],
+                            marker="o", capsize=3, color=COLORS[kind], label=KINDS[kind])
+        top.axhline(floor, color="0.3", linestyle=":", label="floor: W2 of a real sample")
+        top.set(yscale="log", title=f"network: {net}", ylabel="E[W2(G^1, p_r)]")
+        bottom.axhline(0.0, color="0.5", linewidth=0.8)
+        bottom.set(xlabel="guidance strength ω (ω = 0: standard training)",
+                   ylabel="paired difference arm − standard\nof W2(G^1), per run")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"Self-improvement at generation 1 on 2D Gaussian data\n{_note(p)}", fontsize=9)
+    fig.tight_layout()
     return save(fig, out, f"{NAME}-self-improvement")
 
 
 def plot_prevention(table: pd.DataFrame, p, out: Path) -> list[Path]:
+    """Per network: W2 and the MAD ratio vs generation of standard training and SIMS at the largest |S|."""
     size = max(p["sizes"])
-    rows = table[(table.part == "loops") & (table.n_synth == size)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    curves(axes[0], rows, "omega", label=lambda w: f"ω = {w:g}")
-    curves(axes[1], rows, "omega", label=lambda w: f"ω = {w:g}", value="mad_ratio")
-    axes[0].set_ylabel("E[W2(G^t, p_r)]")
-    axes[1].set_ylabel("MAD ratio r_t = E[W2_t] / E[W2_1]")
-    axes[1].axhline(1.0, color="0.5", linewidth=0.8)
-    axes[0].legend(fontsize=8)
+    fig, axes = _columns(p, 2)
+    for (top, bottom), net in zip(axes.T, p["networks"]):
+        rows = table[(table.part == "loops") & (table.n_synth == size) & (table.network == net)
+                     & table.kind.isin(["standard", "sims"])]
+        curves(top, rows, "omega", label=lambda w: f"ω = {w:g}")
+        curves(bottom, rows, "omega", label=lambda w: f"ω = {w:g}", value="mad_ratio")
+        top.set(title=f"network: {net}, SIMS", ylabel="E[W2(G^t, p_r)]")
+        bottom.set_ylabel("MAD ratio r_t = E[W2_t] / E[W2_1]")
+        bottom.axhline(1.0, color="0.5", linewidth=0.8)
+        top.legend(fontsize=7)
     fig.suptitle(f"Augmentation loop, |D_r| = 1000, |S^t| = {size}: does SIMS prevent MAD?\n{_note(p)}", fontsize=9)
     fig.tight_layout()
     return save(fig, out, f"{NAME}-prevention")
 
 
 def plot_convergence(table: pd.DataFrame, p, out: Path) -> list[Path]:
-    rows = table[(table.part == "loops") & (table.gen == 1)]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for i, (size, df) in enumerate(rows.groupby("n_synth")):
-        df = df.sort_values("omega")
-        yerr = [df.convergence_ratio - df.convergence_ratio_low, df.convergence_ratio_high - df.convergence_ratio]
-        ax.errorbar(df.omega + 0.03 * (i - 1.5), df.convergence_ratio, yerr=yerr, marker="o", capsize=3, color=f"C{i}",
-                    label=f"|S^t| = {size}")
-    ax.axhline(1.0, color="0.5", linewidth=0.8)
-    ax.set_xlabel("guidance strength ω")
-    ax.set_ylabel(f"convergence ratio (the paper's)\nmean of E[W2_t] over t in [{p['window'][0]}, {p['window'][1]}]"
-                  " / the arm's own E[W2_1]")
-    ax.set_title(f"Augmentation loop: prevention (<= 1) vs ω and |S^t|\n{_note(p, floor=False)}", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    """Per network: the paper's convergence ratio of SIMS vs omega, one line per |S|."""
+    fig, axes = _columns(p, 1, height=4.2)
+    for ax, net in zip(axes[0], p["networks"]):
+        rows = table[(table.part == "loops") & (table.gen == 1) & (table.network == net)
+                     & table.kind.isin(["standard", "sims"])]
+        for i, (size, df) in enumerate(rows.groupby("n_synth")):
+            df = df.sort_values("omega")
+            yerr = [df.convergence_ratio - df.convergence_ratio_low, df.convergence_ratio_high - df.convergence_ratio]
+            ax.errorbar(df.omega + 0.03 * (i - 0.5), df.convergence_ratio, yerr=yerr, marker="o", capsize=3,
+                        color=f"C{i}", label=f"|S^t| = {size}")
+        ax.axhline(1.0, color="0.5", linewidth=0.8)
+        ax.set(title=f"network: {net}, SIMS", xlabel="guidance strength ω",
+               ylabel=f"convergence ratio (the paper's)\nmean of E[W2_t] over t in [{p['window'][0]}, "
+                      f"{p['window'][1]}] / the arm's own E[W2_1]")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Augmentation loop: prevention (<= 1) vs ω and |S^t|\n{_note(p, floor=False)}", fontsize=9)
+    fig.tight_layout()
     return save(fig, out, f"{NAME}-convergence")
 
 
 def plot_versus_standard(table: pd.DataFrame, p, out: Path) -> list[Path]:
-    """Per |S|: the window's E[W2] of each arm against the standard arm's generation 1 (absolute), and the paired
-    difference arm - standard over the window; both with 95% CIs. Below 0 on the right: the arm beats standard."""
-    rows = table[(table.part == "versus-standard") & table.late.eq(True)]
-    first = table[(table.part == "versus-standard") & (table.omega == 0.0) & (table.gen == 1) & table.late.eq(False)]
-    floor = table[(table.part == "loops") & (table.gen == 0)]["mean"].mean()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for i, (size, df) in enumerate(rows.groupby("n_synth")):
-        df, x = df.sort_values("omega"), df.sort_values("omega").omega + 0.02 * i
-        # Few runs give Student-t bars that reach below zero: the log axis shows them down to half the floor.
-        low = df.ci_low.clip(lower=floor / 2)
-        left.errorbar(x, df["mean"], yerr=[df["mean"] - low, df.ci_high - df["mean"]], marker="o", capsize=3,
-                      color=f"C{i}", label=f"|S^t| = {size}")
-        left.axhline(float(first.loc[first.n_synth == size, "mean"].iloc[0]), color=f"C{i}", linestyle="--", linewidth=0.8)
-        right.errorbar(x, df["diff"], yerr=[df["diff"] - df.diff_low, df.diff_high - df["diff"]], marker="o", capsize=3,
-                       color=f"C{i}", label=f"|S^t| = {size}")
-    left.axhline(floor, color="0.3", linestyle=":", label="floor: W2 of a real sample")
-    left.set(yscale="log", xlabel="guidance strength ω",
-             ylabel=f"E[W2] over t in [{p['window'][0]}, {p['window'][1]}]\n(dashed: standard arm's generation 1)")
-    right.axhline(0.0, color="0.5", linewidth=0.8)
-    right.set(xlabel="guidance strength ω", ylabel="paired difference ω-arm − standard (ω = 0)\nof the window's W2")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    """Per network (rows) and |S| (markers): the window's E[W2] of each arm of each kind against the standard arm's
+    generation 1 (absolute), and the paired difference arm - standard over the window; both with 95% CIs. Below 0
+    on the right: the arm beats standard."""
+    nets = list(p["networks"])
+    fig, axes = plt.subplots(len(nets), 2, figsize=(11, 4 * len(nets)), squeeze=False)
+    markers = dict(zip(sorted(p["sizes"]), "os^D"))
+    for (left, right), net in zip(axes, nets):
+        versus = table[(table.part == "versus-standard") & (table.network == net)]
+        rows, first = versus[versus.late.eq(True)], versus[(versus.kind == "standard") & (versus.gen == 1)
+                                                                     & versus.late.eq(False)]
+        floor = table[(table.part == "loops") & (table.gen == 0) & (table.network == net)]["mean"].mean()
+        for j, (size, by_size) in enumerate(rows.groupby("n_synth")):
+            for i, (kind, df) in enumerate(_kinds(by_size)):
+                x = df.omega + 0.03 * (i - 1) + 0.01 * j
+                # Few runs give Student-t bars that reach below zero: the log axis shows them down to half the floor.
+                low = df.ci_low.clip(lower=floor / 2)
+                label = f"{kind}, |S^t| = {size}"
+                left.errorbar(x, df["mean"], yerr=[df["mean"] - low, df.ci_high - df["mean"]], marker=markers[size],
+                              capsize=2, color=COLORS[kind], label=label, linestyle="-" if j else "--")
+                right.errorbar(x, df["diff"], yerr=[df["diff"] - df.diff_low, df.diff_high - df["diff"]],
+                               marker=markers[size], capsize=2, color=COLORS[kind], label=label,
+                               linestyle="-" if j else "--")
+            left.axhline(float(first.loc[first.n_synth == size, "mean"].iloc[0]), color="0.5", linewidth=0.8,
+                         linestyle=(0, (4, 2 + 2 * j)))
+        left.axhline(floor, color="0.3", linestyle=":", label="floor: W2 of a real sample")
+        left.set(yscale="log", xlabel="guidance strength ω", title=f"network: {net}",
+                 ylabel=f"E[W2] over t in [{p['window'][0]}, {p['window'][1]}]\n(grey dashes: standard's generation 1)")
+        right.axhline(0.0, color="0.5", linewidth=0.8)
+        right.set(xlabel="guidance strength ω", title=f"network: {net}",
+                  ylabel="paired difference arm − standard (ω = 0)\nof the window's W2")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=6, ncol=2)
     fig.suptitle(f"Augmentation loop: each arm against standard training, run by run (same D_r, same G^1)\n"
                  f"{_note(p, floor=False)}", fontsize=9)
     fig.tight_layout()
@@ -197,32 +308,38 @@ def plot_versus_standard(table: pd.DataFrame, p, out: Path) -> list[Path]:
 def plot_configs(table: pd.DataFrame, p, out: Path) -> list[Path]:
     rows = table[(table.part == "configs") & (table.gen == 1)]
     floor = table[(table.part == "configs") & (table.gen == 0)]["mean"].mean()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.9))
     y = np.arange(len(rows))
     ax.barh(y, rows["mean"], xerr=rows["mean"] - rows.ci_low, color="C0", alpha=0.7, capsize=3)
     ax.axvline(floor, color="0.3", linestyle=":", label="floor: W2 of a real sample")
     ax.set_yticks(y, rows.config)
     ax.invert_yaxis()
     ax.set_xlabel("E[W2(G^1, p_r)] of the standard DDPM (95% CI)")
-    ax.set_title(f"Generation-1 fit of SPEC E1's DDPM under each change\n{_note(p)}", fontsize=9)
+    ax.set_title(f"Generation-1 fit of SPEC E1's DDPM under each change\n{p['runs']} runs; "
+                 f"{p['networks']['paper']['epochs']} epochs unless stated", fontsize=9)
     ax.legend(fontsize=8)
     return save(fig, out, f"{NAME}-configs")
 
 
 OMEGAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)  # 0.25-1: the range where guidance may help this network
+CI_NETWORKS = {k: dict(v, epochs=2, aux_epochs=1) for k, v in NETWORKS.items()}
 register(Study(
     name=NAME,
-    description="E1: SIMS vs standard training of SPEC E1's DDPM in the 2D augmentation loop (omega, |S|)",
+    description="E1: SIMS, its real-data control and autoguidance vs standard training of two DDPMs (the paper's "
+                "and one that fits) in the 2D augmentation loop (omega, |S|)",
     scales={
-        "ci": dict(runs=2, gens=3, window=(2, 3), epochs=2, aux_epochs=1, n_aux=100, batch=1000,
-                   gen1_omegas=(0.0, 1.0), loop_omegas=(0.0, 1.0), sizes=(125,)),
-        # About 1.75 h on 2 otherwise idle cores: 2 x 7 loops x 60 generations of 8 runs at 7-9 s each (timed: 8.7 s a
-        # generation at |S| = 1000, omega = 1); the window spans 41 generations. Both network configurations: twice.
-        "cpu": dict(runs=8, gens=60, window=(20, 60), epochs=100, aux_epochs=50, n_aux=2000, batch=1000,
-                    gen1_omegas=OMEGAS, loop_omegas=OMEGAS, sizes=(250, 1000)),
-        "gpu": dict(runs=1000, gens=100, window=(20, 100), epochs=100, aux_epochs=50, n_aux=2000, batch=1000,
+        "ci": dict(runs=2, gens=3, window=(2, 3), n_aux=100, batch=1000, networks=CI_NETWORKS,
+                   gen1_omegas=(0.0, 1.0), loop_omegas=(0.0, 1.0), control_omegas=(1.0,), sizes=(125,)),
+        # About 7 h on 2 otherwise idle cores (not run; estimated from 2-generation runs of 8 runs at |S| = 1000, timed
+        # on a busy machine and scaled to the 8.7 s a generation of paper SIMS measured on idle cores): a generation
+        # of the paper network's arms takes 7-9 s, of the fitting network's 15-20 s (3x the epochs); 9 loop arms per
+        # network and |S| (standard, SIMS at 6 omegas, each control at omega = 1) x 60 generations: paper about
+        # 2.2 h, fitting about 4.5 h; the generation-1 grid (19 arms per network) and the configs about 7 min.
+        "cpu": dict(runs=8, gens=60, window=(20, 60), n_aux=2000, batch=1000, networks=NETWORKS,
+                    gen1_omegas=OMEGAS, loop_omegas=OMEGAS, control_omegas=(1.0,), sizes=(250, 1000)),
+        "gpu": dict(runs=1000, gens=100, window=(20, 100), n_aux=2000, batch=1000, networks=NETWORKS,
                     gen1_omegas=tuple(np.round(np.arange(0, 5.01, 0.25), 2)), loop_omegas=(*OMEGAS, 4.0, 5.0),
-                    sizes=(125, 250, 500, 1000), extra=dict(device="cuda")),
+                    control_omegas=OMEGAS, sizes=(125, 250, 500, 1000), extra=dict(device="cuda")),
     },
     make=make,
 ))
