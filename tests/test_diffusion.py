@@ -98,6 +98,62 @@ def test_training_is_identical_for_any_thread_count_and_block_size(threads, rows
     assert all(torch.equal(a, b) for a, b in zip(one.params, fit(threads).params))
 
 
+def test_fit_and_samples_are_identical_for_any_thread_count():
+    def fit_and_sample(threads: int):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            model = DDPM(**TINY).fit(data(), rng("fit"))
+            return model, model.sample(30, rng("synth")).x
+        finally:
+            torch.set_num_threads(before)
+
+    (one, s_one), (two, s_two) = fit_and_sample(1), fit_and_sample(2)
+    assert all(torch.equal(a, b) for a, b in zip(one.params, two.params))
+    assert np.array_equal(s_one, s_two)
+
+
+# Sample weights (real-data weighting).
+
+
+def test_relative_weights():
+    w = np.array([[1.0, 3.0, 0.0, 4.0], [0.2, 0.2, 0.2, 0.2]])
+    v = ensemble.relative_weights(w)
+    np.testing.assert_allclose(v[0], [0.5, 1.5, 0.0, 2.0])
+    assert (v[1] == 1.0).all()  # equal weights: exactly 1, the unweighted loss
+    assert ensemble.relative_weights(None) is None and ensemble.relative_weights(w[[1, 1]]) is None
+    with pytest.raises(ValueError, match="positive total weight"):
+        ensemble.relative_weights(np.array([[1.0, 2.0], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=["ddpm", "edm"])
+def test_equal_weights_give_the_unweighted_numbers(spec):
+    plain, equal = spec.fit(data(), rng("fit")), spec.fit(data().weighted(0.3), rng("fit"))
+    assert all(torch.equal(a, b) for a, b in zip(plain.params, equal.params))
+    assert np.array_equal(plain.sample(20, rng("synth")).x, equal.sample(20, rng("synth")).x)
+    tuned, tuned_equal = (spec.finetune(plain, d, rng("tune"), epochs=2) for d in (data(), data().weighted(0.7)))
+    assert all(torch.equal(a, b) for a, b in zip(tuned.params, tuned_equal.params))
+    # A run with equal weights among weighted runs trains as it would unweighted.
+    w = rng("w").random(N) + 0.1
+    w[0] = 1.0
+    mixed = spec.fit(Samples(data().x, w=w), rng("fit"))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(plain.params, mixed.params))
+    assert not torch.equal(plain.params[0][1], mixed.params[0][1])
+
+
+@pytest.mark.parametrize("family", [DDPM, EDM])
+def test_weights_move_the_fit_toward_the_heavy_points(family):
+    # Two clusters at x_1 = -2 and +2; all weight on the right one: the samples go there, unweighted they split.
+    spec = family(width=32, depth=2, epochs=30, batch=16, lr=3e-3, steps=10, standardize=True, time_embedding="sinusoidal")
+    right = np.arange(N) % 2 == 0
+    x = Samples(rng("data").standard_normal(N, D) * 0.3 + np.where(right[:, None], [2.0, 0.0], [-2.0, 0.0]))
+    w = np.broadcast_to(right.astype(float), (R, N)).copy()
+    share = {}
+    for name, d in (("plain", x), ("weighted", Samples(x.x, w=w))):
+        share[name] = (spec.fit(d, rng("fit")).sample(400, rng("synth")).x[..., 0] > 0).mean(1)
+    assert (share["weighted"] > 0.85).all() and (share["plain"] < 0.75).all(), share
+
+
 def test_mlp_matches_torch_nn_layer_list():
     sizes = [3, 8, 8, 8, 2]
     params = init_mlp(sizes, rng("init"), torch.device("cpu"))

@@ -95,7 +95,11 @@ def test_golden_ratio_law_on_the_sample_path():
     assert abs(err.mean() - exact_moments(W_STAR, N_REAL, N_SYNTH, GENS)[LATE:].mean()) < 4 * se
 
 
-@pytest.mark.parametrize("family", [dict(path="samples"), dict(path="exact"), dict(model="gmm", data="mixture", iters=20)])
+TINY_DDPM = dict(model="ddpm", width=8, depth=2, epochs=2, batch=16, steps=10)
+
+
+@pytest.mark.parametrize("family", [dict(path="samples"), dict(path="exact"), dict(model="gmm", data="mixture", iters=20),
+                                    TINY_DDPM], ids=["gaussian-samples", "gaussian-exact", "gmm", "ddpm"])
 @pytest.mark.parametrize("loop", ["augmentation", "fresh"])
 def test_the_count_share_as_real_weight_gives_todays_table(family, loop, tmp_path):
     n_real, n_synth = 30, 20
@@ -112,6 +116,16 @@ def test_real_weight_one_ignores_the_synthetic_data():
     for m in models[1:]:  # every generation refits D_r alone
         np.testing.assert_allclose(m.mean, models[0].mean, rtol=1e-12)
         np.testing.assert_allclose(m.cov, models[0].cov, rtol=1e-12)
+
+
+def test_real_weight_moves_the_ddpm_loop(tmp_path):
+    # The DDPM fits weighted data: a real weight other than the count share changes generations 2 on, not 1.
+    settings = dict(loop="augmentation", n_real=30, n_synth=30, gens=2, runs=3, n_eval=30, n_ref=30, seed=3, metrics=("w2",),
+                    **TINY_DDPM)
+    today = madloop.run(out=tmp_path / "a", **settings).table
+    heavy = madloop.run(out=tmp_path / "b", real_weight=0.9, **settings).table
+    first = today.gen == 1
+    assert np.array_equal(today.value[first], heavy.value[first]) and not np.array_equal(today.value, heavy.value)
 
 
 def test_weights_act_as_repeated_points():
@@ -156,7 +170,7 @@ def test_weighted_statistics_pool_like_weighted_points():
     (dict(real_weight=0.5), "fully synthetic loop trains on synthetic data alone"),
     (dict(loop="fresh", real_weight=1.5), r"real_weight must be in \[0, 1\], got 1.5"),
     (dict(loop="fresh", real_weight=float("nan")), "real_weight must be a finite number or none, got nan"),
-    (dict(loop="fresh", model="ddpm", real_weight=0.5), "real_weight needs a model family whose fit takes sample weights; 'ddpm'"),
+    (dict(loop="fresh", model="unet", real_weight=0.5), "real_weight needs a model family whose fit takes sample weights; 'unet'"),
 ])
 def test_bad_real_weights_are_one_line(settings, message):
     if settings.get("model", "gaussian") not in madloop.MODELS:
@@ -342,3 +356,22 @@ def test_the_study_table_bolds_the_best_ratio_of_each_loop():
     assert ratio == ["| none | 2 [1.9, 2.1] | 1.5 [1.4, 1.6] | 1.2 [1.1, 1.3] |",
                      "| real weight w = 0.618 (w*) | — (no real data to weigh) | **1.4 [1.3, 1.5]** | **1.1 [1, 1.2]** |",
                      "| correct τ = 1 | **1.1 [1, 1.2]** | 1.6 [1.5, 1.7] | 1.3 [1.2, 1.4] |"]
+
+
+def test_the_study_keeps_a_cell_that_cannot_run_with_its_reason():
+    from madloop.studies import remedies as study
+
+    if "ddpm" not in madloop.MODELS:
+        pytest.skip("ddpm is not registered")
+    assert study.absent("curate oracle", "fresh", "ddpm") == "n/a: no density"
+    assert study.absent("curate oracle", "fresh", "gaussian") is None and study.absent("correct", "fresh", "ddpm") is None
+    assert study.absent("real weight", "fully_synthetic", "ddpm") == "— (no real data to weigh)"
+    ran = dict(metric="w2", gen=3, n=8, mad_ratio=1.5, mad_ratio_low=1.4, mad_ratio_high=1.6, diff=0.0, diff_low=0.0,
+               diff_high=0.0, accepted=np.nan, extra_draws=0.0, evaluations_per_sample=0, note="")
+    tag = dict(family="ddpm", loop="fresh", n_real=10, n_synth=10)
+    final = pd.DataFrame([{**tag, "arm": "none", "remedy": "none", **ran},
+                          {**tag, "arm": "curate oracle s = 1", "remedy": "curate oracle", "metric": "w2",
+                           "note": "n/a: no density"}]).astype({"n": "Int64", "gen": "Int64"})
+    text = study.markdown(final, "ddpm")
+    assert text.count("| curate oracle s = 1 | n/a: no density |") == 3  # ratio, difference and cost tables
+    assert "| none | **1.5 [1.4, 1.6]** |" in text

@@ -11,6 +11,13 @@ Randomness: every draw is a NumPy array from the caller's RunRNG (row r belongs 
 is drawn in float32), moved to the device. Host draws cost a few percent of the time and make a run's numbers independent of
 the other runs in its chunk and of the device.
 
+Sample weights (real-data weighting, ``weighted``): a run's training objective is the weighted mean of its
+points' losses, each point's loss times its weight over the run's mean weight (madloop.models.ensemble
+``relative_weights``); minibatches are drawn as without weights, so equal weights give the same numbers.
+
+Threads: sampling runs torch on one CPU thread (madloop.threads), so samples do not depend on the process's
+thread count; training is thread-invariant by construction (madloop.models.ensemble).
+
 Sampling bias lam (reduced-temperature sampling; an unconditional model has no guidance to trade): the
 initial noise x_(T-1) (DDPM) or x_0 = sigma_max z (EDM) and every noise the sampler adds along the way
 (DDPM's ancestral noise; EDM's Heun sampler adds none) are scaled by sqrt(lam).
@@ -32,6 +39,7 @@ from madloop.models.base import check_points, check_sampling, check_torch_option
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
+from madloop.threads import one_thread
 
 if TYPE_CHECKING:
     import torch
@@ -63,10 +71,12 @@ def cosine_alpha_bar(T: int, s: float = 0.008) -> np.ndarray:
     return np.cumprod(np.concatenate([[1.0], 1 - beta]))
 
 
-def ddpm_loss(eps_hat, x_0, t, alpha_bar, eps) -> torch.Tensor:
-    """L_simple: || eps - eps_hat(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2, mean per run."""
+def ddpm_loss(eps_hat, x_0, t, alpha_bar, eps, v=None) -> torch.Tensor:
+    """L_simple: || eps - eps_hat(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2, mean per run;
+    with point weights v (runs, batch, 1) the v-weighted mean."""
     x_t = alpha_bar.sqrt() * x_0 + (1 - alpha_bar).sqrt() * eps
-    return ((eps_hat(x_t, t) - eps) ** 2).mean((1, 2))
+    err = (eps_hat(x_t, t) - eps) ** 2
+    return (err if v is None else v * err).mean((1, 2))
 
 
 def ddpm_sampler(eps_hat, x, noise, alpha_bar: np.ndarray, lam: float) -> torch.Tensor:
@@ -96,10 +106,12 @@ def edm_denoiser(F, x, sigma, sigma_data: float) -> torch.Tensor:
     return c_skip * x + c_out * F(c_in * x, c_noise)
 
 
-def edm_loss(D, y, sigma, n, sigma_data: float) -> torch.Tensor:
-    """lambda(sigma) || D(y + sigma n; sigma) - y ||^2 with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2."""
+def edm_loss(D, y, sigma, n, sigma_data: float, v=None) -> torch.Tensor:
+    """lambda(sigma) || D(y + sigma n; sigma) - y ||^2 with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
+    mean per run; with point weights v (runs, batch, 1) the v-weighted mean."""
     weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
-    return (weight * (D(y + sigma * n, sigma) - y) ** 2).mean((1, 2))
+    err = weight * (D(y + sigma * n, sigma) - y) ** 2
+    return (err if v is None else v * err).mean((1, 2))
 
 
 def karras_sigmas(N: int, sigma_min: float, sigma_max: float, rho: float) -> np.ndarray:
@@ -187,7 +199,9 @@ class Diffusion:
     Training: Adam (lr), ``epochs`` passes over each run's data in minibatches of ``batch``; the source
     notebook does not state its batch size: 128 (8 steps per epoch on 1000 points) is our choice.
     ``steps``: the family's number of noise levels (DDPM's T, EDM's sampler steps).
-    ``standardize`` trains on per-run, per-coordinate standardised data and maps samples back.
+    ``standardize`` trains on per-run, per-coordinate standardised data (unweighted moments: a change of
+    coordinates, not part of the objective) and maps samples back.
+    Per-sample weights ``Samples.w`` weigh each point's loss in fit and finetune (``weighted``).
     ``device``: "cpu", "cuda" or "auto" (cuda when available); ``dtype`` "bfloat16" runs the network
     under torch.autocast (weights, Adam and losses stay float32).
     The methods ``net``, ``predict`` and ``loss`` take the MLP as a function ``network`` of its input
@@ -196,6 +210,7 @@ class Diffusion:
 
     budget_unit: ClassVar[str] = "epochs"  # a fit's budget (madloop.sims)
     width_option: ClassVar[str] = "width"
+    weighted: ClassVar[bool] = True  # fit and finetune read per-sample weights (Samples.w): a weighted mean loss
 
     width: int = 64
     depth: int = 4
@@ -253,12 +268,12 @@ class Diffusion:
                 raise ValueError("cannot standardise data with a constant coordinate (standard deviation 0)")
         k = EMBED_CHANNELS if self.time_embedding == "sinusoidal" else 1
         params = init_mlp([d + k] + [self.width] * (self.depth + 1) + [d], rng.child(Role.INIT), self.torch_device)
-        return self._train(DiffusionModel(self, params, shift, scale), x, rng, self.epochs)
+        return self._train(DiffusionModel(self, params, shift, scale), x, data.w, rng, self.epochs)
 
     def finetune(self, model: DiffusionModel, data: Samples, rng: RunRNG, epochs: int) -> DiffusionModel:
         """A copy of ``model`` trained ``epochs`` more epochs on ``data`` (fresh Adam, same settings and
         standardisation); ``model`` is unchanged."""
-        return self._train(model, self._points(data, rng), rng, epochs)
+        return self._train(model, self._points(data, rng), data.w, rng, epochs)
 
     def guided(self, base: DiffusionModel, aux: DiffusionModel, omega: float, interval=(0.0, 1.0)) -> GuidedModel:
         """The SIMS model: (1 + omega) base - omega aux on the guided sampler steps (see GuidedModel)."""
@@ -282,16 +297,17 @@ class Diffusion:
             z = rng.standard_normal(n, model.shift.shape[2], dtype=np.float32)
             return torch.as_tensor(z, device=model.params[0].device)
 
-        with torch.no_grad():
+        with torch.no_grad(), one_thread(model.params[0].device.type == "cpu"):  # samples independent of the threads
             x = self.sampler(pred, math.sqrt(lam) * noise(), noise, lam)
         return Samples(x.cpu().double().numpy() * model.scale + model.shift)
 
-    def _train(self, model: DiffusionModel, x: np.ndarray, rng: RunRNG, epochs: int) -> DiffusionModel:
+    def _train(self, model: DiffusionModel, x: np.ndarray, w: np.ndarray | None, rng: RunRNG,
+               epochs: int) -> DiffusionModel:
         from madloop.models.ensemble import train
 
         x = (x - model.shift) / model.scale
         params = train(model.params, self.loss, x, self.draw, rng.child(Role.TRAIN), epochs, self.batch, self.lr,
-                       self.torch_dtype)
+                       self.torch_dtype, w)
         return DiffusionModel(self, params, model.shift, model.scale)
 
     def _points(self, data: Samples, rng: RunRNG) -> np.ndarray:
@@ -316,8 +332,8 @@ class DDPM(Diffusion):
         t = rng.integers(self.steps, n)[..., None]
         return t, cosine_alpha_bar(self.steps)[t], rng.standard_normal(n, d, dtype=np.float32)
 
-    def loss(self, network: Net, x_0, t, alpha_bar, eps) -> torch.Tensor:
-        return ddpm_loss(partial(self.predict, network), x_0, t, alpha_bar, eps)
+    def loss(self, network: Net, x_0, t, alpha_bar, eps, v=None) -> torch.Tensor:
+        return ddpm_loss(partial(self.predict, network), x_0, t, alpha_bar, eps, v)
 
     def sampler(self, pred, x, noise, lam: float) -> torch.Tensor:
         return ddpm_sampler(pred, x, noise, cosine_alpha_bar(self.steps), lam)
@@ -355,8 +371,8 @@ class EDM(Diffusion):
         sigma = np.exp(self.p_mean + self.p_std * rng.standard_normal(n, 1))
         return sigma, rng.standard_normal(n, d, dtype=np.float32)
 
-    def loss(self, network: Net, y, sigma, n) -> torch.Tensor:
-        return edm_loss(partial(self.predict, network), y, sigma, n, self.sigma_data)
+    def loss(self, network: Net, y, sigma, n, v=None) -> torch.Tensor:
+        return edm_loss(partial(self.predict, network), y, sigma, n, self.sigma_data, v)
 
     def sampler(self, pred, x, noise, lam: float) -> torch.Tensor:
         sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)

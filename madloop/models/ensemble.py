@@ -170,12 +170,16 @@ def train(
     batch: int,
     lr: float,
     dtype: torch.dtype = torch.float32,
+    w: np.ndarray | None = None,
 ) -> Params:
     """Minibatch Adam on all runs at once; returns new weights (``params`` is left unchanged).
 
     Each epoch visits every run's points x (runs, n, d) in that run's own random order, with the per-point
     noise ``draw(rng, n, d)`` (arrays of shape (runs, n, ...)); ``loss(net, x0, *noise)`` gives one loss per
     run of the network ``net`` (a function of the network's input, called once). Adam state starts fresh.
+    With point weights ``w`` (runs, n) that are not equal within every run, the loss is called as
+    ``loss(net, x0, *noise, v)`` with v (runs, batch, 1) the minibatch's ``relative_weights``: a minibatch's
+    v-weighted mean loss estimates the run's w-weighted mean loss without bias. The draws do not change.
     """
     # All weights are views of one flat tensor, and so are their gradients: Adam is one fused update.
     flat = torch.cat([p.detach().reshape(-1) for p in params])
@@ -183,6 +187,8 @@ def train(
     params, grads = _views(flat, params), _views(flat.grad, params)
     device, (runs, n, d) = params[0].device, x.shape
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
+    v = relative_weights(w)
+    v = None if v is None else torch.as_tensor(v[..., None], dtype=torch.float32, device=device)
     # Blocks of about PASS_ROWS runs x points, shared among torch's threads on a CPU (each thread with one BLAS
     # thread and its own buffers); a block of fewer than PASS_ROWS / 4 rows costs more in overhead than it gains.
     threads = torch.get_num_threads() if device.type == "cpu" and dtype == torch.float32 else 1
@@ -205,6 +211,8 @@ def train(
             order = torch.as_tensor(rng.permutations(n), device=device)
             epoch = [torch.take_along_dim(x, order[..., None], 1)]
             epoch += [torch.as_tensor(a, dtype=torch.float32, device=device) for a in draw(rng, n, d)]
+            if v is not None:
+                epoch.append(torch.take_along_dim(v, order[..., None], 1))
             for i in range(0, n, batch):
                 if len(passes) == 1:
                     share(0, i)
@@ -212,6 +220,18 @@ def train(
                     list(pool.map(share, range(len(passes)), [i] * len(passes)))
                 opt.step()
     return tuple(p.clone() for p in params)
+
+
+def relative_weights(w: np.ndarray | None) -> np.ndarray | None:
+    """Each point's weight over its run's mean weight (runs, n), or None for the unweighted objective: when
+    ``w`` is None or equal within every run. A run with equal weights gets exactly 1, so it trains as unweighted."""
+    if w is None:
+        return None
+    total = w.sum(1, keepdims=True)
+    if not (total > 0).all():
+        raise ValueError("weighted training needs a positive total weight in every run")
+    equal = (w == w[:, :1]).all(1, keepdims=True)
+    return None if equal.all() else np.where(equal, 1.0, w * (w.shape[1] / total))
 
 
 def _views(flat: torch.Tensor, like: Params) -> Params:
