@@ -65,7 +65,7 @@ register(Study(
         "ci": dict(loop="augmentation", data="digits", omega=0.5, budget=64, n_aux=64, settings=dict(
             runs=2, gens=2, n_real=64, n_synth=64, n_eval=64, n_ref=64, images=256, batch=32, channels=8, steps=4,
             warmup=64, ema=64, runs_per_pass=2)),
-        "cpu": dict(loop="augmentation", data="digits", omega=0.5, budget=8192, n_aux=500, settings=dict(
+        "cpu": dict(loop="augmentation", data="digits", omega=0.5, budget=2048, n_aux=500, settings=dict(
             runs=8, gens=4, n_real=500, n_synth=500, n_eval=500, n_ref=400, images=8192)),
         "gpu": dict(loop="augmentation", data="mnist", omega=0.5, budget=16384, n_aux=3000, settings=dict(
             runs=8, gens=20, n_real=3000, n_synth=3000, n_eval=1000, n_ref=1000, images=262144, channels=32,
