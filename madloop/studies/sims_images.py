@@ -179,7 +179,7 @@ def plot_shift(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Pat
     for (kind, b), rows in table[table.kind.isin(["shift", "sims"])].groupby(["kind", "budget"], sort=False):
         style = "o-" if b == max(p["budgets"]) else "o--"
         label = f"{KINDS[kind]}, B = {b}"
-        for ax, metric in zip(axes, METRICS):
+        for ax, metric in zip(axes, ("share_low", "fid")):
             m = rows[rows.metric == metric]
             ax.plot(m.omega, m["mean"], style, color=COLORS[kind], label=label)
             ax.fill_between(m.omega, m.ci_low, m.ci_high, color=COLORS[kind], alpha=0.15)
