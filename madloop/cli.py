@@ -325,7 +325,7 @@ def _report(result, plot: bool, window: int | None, start: float) -> None:
 
 def headline_text(result, window: int | None) -> str:
     """The headline table, then a line for each empty column saying why it is empty."""
-    from madloop.results import CONVERGENCE_START, is_distance
+    from madloop.results import CONVERGENCE_START, MIN_RUNS, is_distance
 
     headline = result.headline(window)
     parts = [m for m in headline.metric if m not in result.config.metrics]  # classes_3 ...: in the table, not here
@@ -338,6 +338,9 @@ def headline_text(result, window: int | None) -> str:
     if result.config.gens < window and len(others) < len(headline):
         lines.append(f"convergence ratio: empty, because it averages generations t >= {window} and this run has "
                      f"{result.config.gens} (--window sets where it starts)")
+    if result.config.runs < MIN_RUNS and len(others) < len(headline):
+        lines.append(f"ratio intervals (_low, _high): empty, because a bootstrap over {result.config.runs} runs covers "
+                     f"well under 95%; they need at least {MIN_RUNS} runs")
     return "\n".join(lines)
 
 

@@ -15,7 +15,9 @@ generation 1; written by madloop.measure into moments.parquet) as it goes; means
 themselves come from those sums added over chunks, so they cover every run even when only the first
 ``store_runs`` runs keep per-run rows (a million runs would not fit in a table). The bootstrap resamples
 runs, so a ratio's CI needs every run's rows (runs <= store_runs, the default up to 10,000 runs); without
-them it is NaN. Quantiles (median, 5%, 95%) come from the stored rows.
+them, and with at least SUMS_RUNS runs, the interval is the delta method's on the sums with Student t (with
+that many runs the ratio's law is close to normal: its bootstrap and delta intervals agree to a few percent,
+tests/test_runner.py); with fewer it is NaN. Quantiles (median, 5%, 95%) come from the stored rows.
 """
 
 from __future__ import annotations
@@ -96,13 +98,31 @@ def ratio_interval(a, b, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED)
     return float(a.mean() / b.mean()), float(lo), float(hi)
 
 
+SUMS_RUNS = 100  # runs without stored rows get a delta-method ratio interval from the sums from this many on
+
+
+def delta_interval(m) -> tuple[float, float]:
+    """The 95% interval of mean(a) / mean(b) from the paired sums ``m`` (np, sa, sb, saa, sbb, sab) by the
+    delta method with Student t; NaN with fewer than SUMS_RUNS pairs, where heavy-tailed runs break it."""
+    n = m["np"]
+    if n < SUMS_RUNS or m["sb"] == 0:
+        return np.nan, np.nan
+    ma, mb = m["sa"] / n, m["sb"] / n
+    r = ma / mb
+    var_a, var_b = (m["saa"] - n * ma * ma) / (n - 1), (m["sbb"] - n * mb * mb) / (n - 1)
+    cov = (m["sab"] - n * ma * mb) / (n - 1)
+    half = stats.t.ppf(0.975, n - 1) * np.sqrt(max(var_a - 2 * r * cov + r * r * var_b, 0.0) / n) / abs(mb)
+    return float(r - half), float(r + half)
+
+
 def ratio_of_sums(m) -> float:
     """mean(a) / mean(b) over the paired runs that the sums ``m`` (np, sa, sb) cover; NaN with fewer than 2."""
     return float(m["sa"] / m["sb"]) if m["np"] >= 2 and m["sb"] != 0 else np.nan
 
 
 def mad_ratio_intervals(table: pd.DataFrame | None, total: pd.DataFrame) -> dict[tuple[str, int], tuple[float, float]]:
-    """(metric, gen) -> the MAD ratio's bootstrap interval, where the stored rows hold every run the sums pair."""
+    """(metric, gen) -> the MAD ratio's bootstrap interval where the stored rows hold every run the sums pair,
+    else the delta method's on the sums (``delta_interval``)."""
     pairs = total.set_index(["metric", "gen"])["np"]
     out = {}
     for metric, rows in ([] if table is None else table.groupby("metric")):
@@ -144,7 +164,7 @@ def summarize(moment_rows: pd.DataFrame, table: pd.DataFrame | None = None) -> p
     rows = []
     for m in total.to_dict("records"):
         mean, sem, half = mean_ci(m)
-        low, high = intervals.get((m["metric"], int(m["gen"])), (np.nan, np.nan))
+        low, high = intervals.get((m["metric"], int(m["gen"])), None) or delta_interval(m)
         rows.append(dict(metric=m["metric"], gen=int(m["gen"]), n=int(m["n"]), mean=mean, sem=sem, ci_low=mean - half,
                          ci_high=mean + half, mad_ratio=ratio_of_sums(m), mad_ratio_low=low, mad_ratio_high=high))
     out = pd.DataFrame(rows)
@@ -189,8 +209,9 @@ class Result:
         t >= 20) of E[d_t], over E[d_1], and its 95% bootstrap interval (``ratio_interval``: each run's mean
         over the window, paired with its generation 1); NaN when no generation reaches the window.
 
-        The default window's ratio reads the per-chunk sums, which cover every run; its interval, and any
-        other window, need every run's stored rows (runs <= store_runs). Both give the same ratio.
+        The default window's ratio reads the per-chunk sums, which cover every run; its bootstrap interval,
+        and any other window, need every run's stored rows (runs <= store_runs). Both give the same ratio.
+        Without the rows the interval is the delta method's on the sums (``delta_interval``).
         """
         window = CONVERGENCE_START if window is None else window
         window_gens([], window)  # checks it
@@ -200,7 +221,10 @@ class Result:
                                f"kept {self.config.store_runs} of {self.config.runs} runs (store_runs)")
         if not stored:
             rows = self.convergence[self.convergence.metric == metric]
-            return (ratio_of_sums(rows[PAIR].sum()) if len(rows) else np.nan), np.nan, np.nan
+            if not len(rows):
+                return np.nan, np.nan, np.nan
+            m = rows[PAIR].sum()
+            return (ratio_of_sums(m), *delta_interval(m))
         values = self.per_run(metric)
         late = window_gens(values.columns, window)
         if not late or 1 not in values.columns:

@@ -121,7 +121,10 @@ def test_the_summary_says_why_a_column_is_empty_and_takes_a_window(tmp_path):
     windowed = madloop("resume", "a", "--window", "2", "--no-plot", cwd=tmp_path)
     assert windowed.returncode == 0, windowed.stderr
     true_w2 = next(line for line in windowed.stdout.splitlines() if line.split()[:1] == ["true_w2"])
-    assert true_w2.split()[-2] != "-" and "convergence ratio: empty" not in windowed.stdout
+    assert true_w2.split()[-3] != "-" and "convergence ratio: empty" not in windowed.stdout
+    assert true_w2.split()[-2:] == ["-", "-"]  # 4 runs: a ratio, no interval, and the line says why
+    assert ("ratio intervals (_low, _high): empty, because a bootstrap over 4 runs covers well under 95%; they need "
+            "at least 5 runs") in windowed.stdout.splitlines()
     # The time line adds up: total = run + figure.
     time_line = next(line for line in done.stdout.splitlines() if line.startswith("time:"))
     total, run, figure = (float(x) for x in re.findall(r"([\d.]+) s", time_line)[:3])
