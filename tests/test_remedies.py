@@ -375,3 +375,20 @@ def test_the_study_keeps_a_cell_that_cannot_run_with_its_reason():
     text = study.markdown(final, "ddpm")
     assert text.count("| curate oracle s = 1 | n/a: no density |") == 3  # ratio, difference and cost tables
     assert "| none | **1.5 [1.4, 1.6]** |" in text
+
+
+def test_the_study_runs_guidance_on_diffusion_families_and_says_why_elsewhere():
+    from madloop.studies import remedies as study
+
+    labels = [(a["arm"], a["settings"]) for a in study.arms(dict(study.STRENGTHS, guidance=(0.5,)), 100, 100)]
+    assert ("SIMS ω = 0.5", dict(algo="sims", omega=0.5)) in labels
+    assert ("autoguidance ω = 0.5", dict(algo="autoguidance", omega=0.5)) in labels
+    assert study.absent("sims", "fresh", "gaussian") == "n/a: not a diffusion model"
+    assert study.absent("autoguidance", "fresh", "gmm") == "n/a: not a diffusion model"
+    assert study.absent("sims", "fresh", "ddpm") is None and study.absent("sims", "augmentation", "digits") is None
+    # The image family: no sample weights, no log p_r for curation or correction; accumulate runs.
+    assert study.absent("real weight", "augmentation", "digits") == "n/a: no sample weights"
+    for remedy in ("curate oracle", "curate quantile", "correct"):
+        assert study.absent(remedy, "fresh", "digits") == "n/a: no log p_r"
+    assert study.absent("accumulate", "fresh", "digits") is None
+    assert study.cell(1.5, np.nan, np.nan) == "1.5 (no CI)" and study.cell(1.5, 1.4, 1.6, True) == "**1.5 [1.4, 1.6]**"

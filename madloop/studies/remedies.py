@@ -9,7 +9,14 @@ with one seed (so every arm shares D_r, the fresh draws and G^1, and differences
   The fully synthetic loop has no real data to weigh: its cells say so;
 - curate oracle s: rejection sampling toward p_r with acceptance (p_r / p_model / M)^s; curate quantile q: keep
   the samples whose log p_r reaches the q-quantile of the candidates (Ferbach et al. 2024; Feng et al. 2024);
-- correct tau: Metropolis-adjusted Langevin steps on log p_r for a Langevin time tau (Gillman et al. 2024).
+- correct tau: Metropolis-adjusted Langevin steps on log p_r for a Langevin time tau (Gillman et al. 2024);
+- SIMS omega: negative guidance by a copy fine-tuned on the model's own samples (Alemohammad et al. 2024), and
+  autoguidance omega: guidance by a shorter-trained copy (Karras et al. 2024), for the diffusion families (the
+  DDPM and the image family), with the family's auxiliary budget (``guide`` in its sizes).
+
+The image family (the EDM U-Net on 8x8 digits, FID in the feature network's space) joins with the remedies that
+apply to it: accumulate, SIMS and autoguidance. It takes no sample weights, and curation and correction need
+log p_r, which an image set does not have; those cells say so.
 
 A cell a family or loop cannot have is kept in the tables with the reason: no real data to weigh in the fully
 synthetic loop; no density for oracle curation where the family has none (the DDPM: "n/a: no density").
@@ -18,13 +25,14 @@ Distance: the closed-form W2 between each fitted Gaussian and p_r (gaussian fami
 samples and a reference sample (gmm, ddpm). At t = T: the MAD ratio E[d_T] / E[d_1] with its 95% CI, the paired
 difference d_T(remedy) - d_T(no remedy) over runs with its 95% CI (madloop.compare), and the cost: the
 accepted share of curation's candidates (so 1 / share - 1 extra draws per kept sample) and the correction's
-density and score evaluations (2 per Langevin step and sample). Writes the tidy summary ``remedies.csv``, the
+density and score evaluations (2 per Langevin step and sample), and for every arm its training and sampling
+time over no remedy's (the runner's own timing, so a ratio on a shared machine, not an exact cost). Writes the tidy summary ``remedies.csv``, the
 final numbers ``remedies-final.csv``, the markdown tables ``remedies.md`` (rows remedies, columns loops, the
 best cell of each column in bold) and a figure per family.
 
 The DDPM's cost is its training (and quantile curation's 1 / (1 - q) x n_s draws: at q = 0.9 sampling costs
-about half as much again as training): its cpu scale, 8 runs of E1's sizes for 10 generations, is sized to about
-15 minutes of the study on 2 CPU cores (estimated from a timed run at 4 runs, 500 points, 2 generations).
+about half as much again as training): its cpu scale, 8 runs of E1's sizes for 10 generations, took 16 of the
+study's 24 minutes on 2 CPU cores before SIMS and autoguidance joined.
 """
 
 from __future__ import annotations
@@ -50,11 +58,15 @@ FAMILIES = {
     "gmm": dict(model="gmm", data="mixture", data_options={"layout": "ring", "k": 8}, model_options={"k": 8},
                 metrics=("w2",)),
     "ddpm": dict(model="ddpm", data="gaussian", metrics=("w2",)),
+    "digits": dict(model="unet", data="digits", metrics=("fid",)),
 }
+WITHOUT_P_R = {"digits"}  # families whose data source does not know p_r: no curation or correction
 FAMILY_LABELS = {"gaussian": "Gaussian model, 2D Gaussian data", "gmm": "Gaussian mixture (EM, k = 8), ring of 8 Gaussians",
-                 "ddpm": "DDPM (SPEC E1's toy MLP), 2D Gaussian data"}
-NOTE = ("Images (a row per remedy on digits) are not in the table yet: the image family takes no sample weights, "
-        "and curation and correction need log p_r, which an image set does not have.")
+                 "ddpm": "DDPM (SPEC E1's toy MLP), 2D Gaussian data", "digits": "EDM U-Net, 8x8 digits"}
+NOTE = ("On images only accumulate, SIMS and autoguidance run: the image family takes no sample weights, and "
+        "curation and correction need log p_r, which an image set does not have (they would need a verifier, "
+        "such as the feature network's classifier, and a correction for images).")
+GUIDED = ("sims", "autoguidance")  # remedies that guide a diffusion model's sampler with an auxiliary copy
 
 
 def golden_weight(n_real: int, n_synth: int) -> float:
@@ -81,13 +93,25 @@ def arms(strengths: Mapping[str, Any], n_real: int, n_synth: int) -> list[dict[s
     for tau in strengths["correct"]:
         rows.append(dict(arm=f"correct τ = {tau:g}", remedy="correct", strength=tau,
                          settings=dict(correct=tau, correct_steps=strengths["correct_steps"])))
+    for algo, label in zip(GUIDED, ("SIMS", "autoguidance")):
+        for omega in strengths.get("guidance", ()):
+            rows.append(dict(arm=f"{label} ω = {omega:g}", remedy=algo, strength=omega,
+                             settings=dict(algo=algo, omega=omega)))
     return rows
 
 
 def absent(remedy: str, loop: str, family: str) -> str | None:
     """Why a remedy cannot run in a loop for a family (its cell's text), or None where it can."""
+    model = MODELS[FAMILIES[family]["model"]]
     if remedy == "real weight" and loop == "fully_synthetic":
         return "— (no real data to weigh)"
+    if remedy == "real weight" and not getattr(model, "weighted", False):
+        return "n/a: no sample weights"
+    if remedy.startswith("curate") or remedy == "correct":
+        if family in WITHOUT_P_R:
+            return "n/a: no log p_r"
+    if remedy in GUIDED and not hasattr(model, "budget_unit"):
+        return "n/a: not a diffusion model"
     if remedy == "curate oracle" and not getattr(MODELS[FAMILIES[family]["model"]], "density", False):
         return "n/a: no density"
     return None
@@ -104,17 +128,21 @@ def final_row(result, none, arm: Mapping[str, Any], metric: str, steps: int) -> 
     return dict(metric=metric, gen=last, n=int(d["n"]), mean=d["mean"], ci_low=d["ci_low"], ci_high=d["ci_high"],
                 mad_ratio=d["mad_ratio"], mad_ratio_low=d["mad_ratio_low"], mad_ratio_high=d["mad_ratio_high"],
                 diff=diff["diff"], diff_low=diff["lo"], diff_high=diff["hi"], accepted=accepted,
-                extra_draws=1 / accepted - 1 if np.isfinite(accepted) else 0.0, evaluations_per_sample=evaluations)
+                extra_draws=1 / accepted - 1 if np.isfinite(accepted) else 0.0, evaluations_per_sample=evaluations,
+                compute=result.timing()[0] / max(none.timing()[0], 1e-9))
 
 
 def run_family(family: str, sizes: Mapping[str, Any], strengths: Mapping[str, Any], loops, jobs: int):
     """The summary of every (loop, arm) point and the final numbers at t = T; a cell that cannot run keeps the
-    reason (``absent``) in the final table's ``note`` instead of numbers."""
+    reason (``absent``) in the final table's ``note`` instead of numbers. ``sizes`` may set the family's own
+    ``loops`` and, under ``guide``, the options of its SIMS and autoguidance arms (their auxiliary budgets)."""
+    sizes = dict(sizes)
+    loops, guide = sizes.pop("loops", loops), sizes.pop("guide", {})
     cells = [(loop, arm, absent(arm["remedy"], loop, family)) for arm in arms(strengths, sizes["n_real"], sizes["n_synth"])
              for loop in loops]
     settings = {**FAMILIES[family], **sizes, "path": "samples"}
-    ran = iter(sweep([dict(loop=loop, **arm["settings"]) for loop, arm, note in cells if note is None], jobs,
-                     **settings).results)
+    points = [dict(loop=loop, **arm["settings"], **guide.get(arm["remedy"], {})) for loop, arm, note in cells if note is None]
+    ran = iter(sweep(points, jobs, **settings).results)
     metric = FAMILIES[family]["metrics"][0]
     tables, finals, none = [], [], {}
     for loop, arm, note in cells:
@@ -132,7 +160,8 @@ def run_family(family: str, sizes: Mapping[str, Any], strengths: Mapping[str, An
 
 
 def cell(value: float, low: float, high: float, bold: bool = False) -> str:
-    text = f"{value:.3g} [{low:.3g}, {high:.3g}]"
+    """``value [low, high]``; "(no CI)" where there is none (a ratio with fewer than results.MIN_RUNS runs)."""
+    text = f"{value:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else f"{value:.3g} (no CI)"
     return f"**{text}**" if bold else text
 
 
@@ -171,14 +200,24 @@ def markdown(final: pd.DataFrame, family: str) -> str:
             return f"{r.evaluations_per_sample:g} evaluations of log p_r and its score per sample"
         if r.remedy == "accumulate":
             return "training set grows by n_s per generation"
+        if r.remedy == "sims":
+            return "fine-tunes a copy on its own samples each generation; 2 network passes per sampler step"
+        if r.remedy == "autoguidance":
+            return "trains a short copy each generation; 2 network passes per sampler step"
         return "none"
+
+    def time(r, loop) -> str:
+        if r.remedy == "none":
+            return "none (time: 1x)"
+        compute = r.get("compute", np.nan)
+        return cost(r, loop) + (f" (time: {compute:.2g}x)" if np.isfinite(compute) else "")
 
     return (f"## {FAMILY_LABELS[family]}\n\n"
             f"n_r = {first.n_real}, n_s = {first.n_synth}, T = {first.gen}, {first.n} runs, one seed (paired runs); "
             f"distance: {metric}.\n\n"
             f"MAD ratio r_T = E[d_T] / E[d_1] (95% CI); lowest of each column in bold:\n\n{ratio}\n"
             f"d_T(remedy) - d_T(no remedy), paired over runs (95% CI; below 0: the remedy helps):\n\n{diff}\n"
-            f"Cost at t = T:\n\n{table(cost)}\n")
+            f"Cost at t = T (time: training and sampling seconds over no remedy's, on a shared machine):\n\n{table(time)}\n")
 
 
 def write_markdown(final: pd.DataFrame, out: Path) -> Path:
@@ -248,25 +287,38 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     return paths
 
 
-STRENGTHS = dict(real_weight=("w*", 0.9), oracle=(0.5, 1.0), quantile=(0.5, 0.9), correct=(0.5, 2.0), correct_steps=10)
+STRENGTHS = dict(real_weight=("w*", 0.9), oracle=(0.5, 1.0), quantile=(0.5, 0.9), correct=(0.5, 2.0), correct_steps=10,
+                 guidance=(0.5,))  # E1 and sims-images: guidance helps these networks, if at all, at omega <= 1
 register(Study(
     name=NAME,
-    description="Remedies side by side (accumulate, real-data weighting, curation, self-correction) in the fully "
+    description="Remedies side by side (accumulate, real-data weighting, curation, self-correction, SIMS, "
+                "autoguidance) in the fully "
                 "synthetic, augmentation and fresh loops: MAD ratio and paired difference at T, with the cost",
     scales={
         "ci": dict(loops=LOOPS, strengths=dict(real_weight=("w*",), oracle=(1.0,), quantile=(0.5,), correct=(1.0,),
-                                               correct_steps=3), families={
+                                               correct_steps=3, guidance=(0.5,)), families={
             "gaussian": dict(runs=6, n_real=20, n_synth=20, gens=3),
             "gmm": dict(runs=3, n_real=40, n_synth=40, n_eval=40, n_ref=40, gens=2, iters=3),
-            "ddpm": dict(runs=2, n_real=30, n_synth=30, n_eval=30, n_ref=30, gens=2, epochs=1)}),
+            "ddpm": dict(runs=2, n_real=30, n_synth=30, n_eval=30, n_ref=30, gens=2, epochs=1,
+                         guide=dict(sims=dict(n_aux=30, aux_epochs=1), autoguidance=dict(aux_epochs=1))),
+            "digits": dict(loops=("augmentation",), runs=2, n_real=64, n_synth=64, n_eval=64, n_ref=64, gens=2, images=256,
+                           batch=32, channels=8, steps=4, warmup=64, ema=64, runs_per_pass=2,
+                           guide=dict(sims=dict(n_aux=64, aux_images=64), autoguidance=dict(aux_images=64)))}),
         "cpu": dict(loops=LOOPS, strengths=STRENGTHS, families={
             "gaussian": dict(runs=1000, n_real=100, n_synth=100, gens=50, every=5),
             "gmm": dict(runs=50, n_real=250, n_synth=250, n_eval=500, n_ref=500, gens=30, every=5),
-            "ddpm": dict(runs=8, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, gens=10)}),
+            "ddpm": dict(runs=8, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, gens=10,
+                         guide=dict(sims=dict(n_aux=2000, aux_epochs=50))),  # E1: the paper's SIMS
+            # sims-loop-images' sizes and its best SIMS cell (omega 0.5, B = 2048 images), 6 runs, 3 generations
+            "digits": dict(runs=6, n_real=500, n_synth=500, n_eval=500, n_ref=400, gens=3, images=8192,
+                           guide=dict(sims=dict(n_aux=500, aux_images=2048), autoguidance=dict(aux_images=2048)))}),
         "gpu": dict(loops=LOOPS, strengths=STRENGTHS, families={
             "gaussian": dict(runs=10000, n_real=100, n_synth=100, gens=100, every=5),
             "gmm": dict(runs=100, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, gens=50, every=5),
-            "ddpm": dict(runs=50, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, gens=50, every=2, device="auto")}),
+            "ddpm": dict(runs=50, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, gens=50, every=2, device="auto",
+                         guide=dict(sims=dict(n_aux=2000, aux_epochs=50))),  # E1: the paper's SIMS
+            "digits": dict(runs=16, n_real=500, n_synth=500, n_eval=500, n_ref=400, gens=10, images=32768, device="auto",
+                           guide=dict(sims=dict(n_aux=500, aux_images=8192), autoguidance=dict(aux_images=8192)))}),
     },
     make=make,
 ))
