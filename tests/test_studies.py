@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import madloop
 from madloop.models.gaussian import Gaussian
@@ -161,3 +162,29 @@ def test_e3_measures_the_law_the_loop_samples_from():
     ne = mad_fresh.effective_sizes(mad_fresh.real_only(p, 1), mad_fresh.loop_limits(p, 1))
     ne = ne.set_index(["lam", "metric"])["mean"]
     assert ne[1.0, "sampled_w2"] == ne[1.0, "true_w2"] and ne[0.7, "sampled_w2"] < ne[0.7, "true_w2"]
+
+
+def test_sims_images_pairs_each_sampler_with_the_base_and_with_the_controls_draw_by_draw():
+    """A known answer by hand: SIMS is 0.1 better than autoguidance on every draw, whatever the draws' spread."""
+    from madloop.studies.sims_images import paired, versus
+
+    rows = []
+    for run in range(4):
+        for draw in range(3):
+            level = run + 10 * draw  # a large spread between runs and draws that pairing removes
+            rows += [dict(kind="base", budget=0, omega=0.0, run=run, draw=draw, fid=level + 1.0, share_low=0.5),
+                     dict(kind="sims", budget=8, omega=0.5, run=run, draw=draw, fid=level + 0.7 + 0.01 * run, share_low=0.5),
+                     dict(kind="autoguidance", budget=8, omega=0.5, run=run, draw=draw, fid=level + 0.8 + 0.01 * run,
+                          share_low=0.5),
+                     dict(kind="real", budget=8, omega=0.5, run=run, draw=draw, fid=level + 0.7 + 0.02 * run, share_low=0.5)]
+    raw = pd.DataFrame(rows)
+    vs = versus(raw).set_index("control")
+    assert vs.loc["autoguidance", "diff"] == pytest.approx(-0.1)
+    assert vs.loc["autoguidance", "diff_lo"] == pytest.approx(-0.1) and vs.loc["autoguidance", "n"] == 4
+    # against real: -0.01 * run, mean -0.015, Student t with 3 degrees of freedom
+    half = stats.t.ppf(0.975, 3) * np.std([0, -0.01, -0.02, -0.03], ddof=1) / 2
+    assert vs.loc["real", "diff"] == pytest.approx(-0.015)
+    assert (vs.loc["real", "diff_lo"], vs.loc["real", "diff_hi"]) == pytest.approx((-0.015 - half, -0.015 + half))
+    table = paired(raw, metrics=("fid",)).set_index("kind")
+    assert table.loc["sims", "diff"] == pytest.approx(-0.3 + 0.015)
+    assert table.loc["base", "diff"] == 0 and table.loc["sims", "draws"] == 3

@@ -17,7 +17,9 @@ feature space of the data set's own classifier against n_ref held-out real image
 (kind, B, omega): mean FID, the paired difference to the base (same run, same draw) averaged over draws, and
 its 95% Student-t CI over runs (independent models), beside the base's FID, the real-data floor (held-out
 real images of the training pool, n_eval of them, against the same reference) and the spread of the base's
-FID between draws (what an unpaired comparison would have to beat).
+FID between draws (what an unpaired comparison would have to beat). ``sims-images-versus.csv`` pairs SIMS with
+each control at the same (B, omega), run and draw: does SIMS beat the look-alikes, not just its base?
+``sims-images-raw.csv`` keeps every (kind, B, omega, run, draw) value, so later comparisons need no rerun.
 """
 
 from __future__ import annotations
@@ -141,32 +143,56 @@ def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(ME
     return pd.DataFrame(rows)
 
 
+def versus(raw: pd.DataFrame, kind: str = "sims", controls=("real", "autoguidance"), metric: str = "fid") -> pd.DataFrame:
+    """``kind`` against each control at the same budget and omega, paired on the same run and draw (the same
+    base, noise and labels): per run the mean over draws of kind - control, its mean over runs and 95% Student-t
+    CI (columns budget, omega, control, metric, n, diff, diff_lo, diff_hi; below 0: ``kind`` is better)."""
+    mine = raw[raw.kind == kind].set_index(["budget", "omega", "run", "draw"])[metric]
+    rows = []
+    for control in controls:
+        theirs = raw[raw.kind == control].set_index(["budget", "omega", "run", "draw"])[metric]
+        diff = (mine - theirs.reindex(mine.index)).dropna()
+        for (budget, omega), d in diff.groupby(["budget", "omega"], sort=False):
+            per_run = d.groupby("run").mean()
+            mean, lo, hi = interval(per_run)
+            rows.append(dict(budget=budget, omega=omega, control=control, metric=metric, n=per_run.size, diff=mean,
+                             diff_lo=lo, diff_hi=hi))
+    return pd.DataFrame(rows)
+
+
 def value(table: pd.DataFrame, kind: str, metric: str = "fid") -> float:
     return table[(table.kind == kind) & (table.metric == metric)]["mean"].item()
 
 
-def plot_fid(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
-    """Top: mean FID vs omega per budget (base and floor as lines); bottom: paired difference to the base."""
+def plot_fid(table: pd.DataFrame, against: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
+    """Top: mean FID vs omega per budget (base and floor as lines); middle: paired difference to the base;
+    bottom: SIMS minus each control, paired (``versus``)."""
     budgets = p["budgets"]
     fid = table[table.metric == "fid"]
     guided = fid[fid.kind.isin(["sims", "real", "autoguidance"])]
-    fig, axes = plt.subplots(2, len(budgets), figsize=(4.4 * len(budgets), 6.8), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(3, len(budgets), figsize=(4.4 * len(budgets), 9.6), squeeze=False, sharex=True)
     first, base, floor = fid.iloc[0], value(table, "base"), value(table, "floor")
     for j, b in enumerate(budgets):
         for kind, rows in guided[guided.budget == b].groupby("kind", sort=False):
             axes[0, j].plot(rows.omega, rows["mean"], "o-", color=COLORS[kind], label=KINDS[kind])
             axes[1, j].plot(rows.omega, rows["diff"], "o-", color=COLORS[kind])
             axes[1, j].fill_between(rows.omega, rows.diff_lo, rows.diff_hi, color=COLORS[kind], alpha=0.2)
+        for control, rows in against[against.budget == b].groupby("control", sort=False):
+            axes[2, j].plot(rows.omega, rows["diff"], "o-", color=COLORS[control], label=f"SIMS - {control}")
+            axes[2, j].fill_between(rows.omega, rows.diff_lo, rows.diff_hi, color=COLORS[control], alpha=0.2)
+        axes[2, j].axhline(0, color="k", lw=1)
         axes[0, j].axhline(base, color="k", lw=1, label="base (omega = 0)")
         axes[0, j].axhline(floor, color="k", ls=":", lw=1, label="real-data floor")
         axes[1, j].axhline(0, color="k", lw=1)
         axes[0, j].set_title(f"B = {b} images", fontsize=10)
-        axes[1, j].set_xlabel("omega")
+        axes[2, j].set_xlabel("omega")
         for ax in axes[:, j]:
             ax.set_xscale("symlog", linthresh=0.1)
     axes[0, 0].set_ylabel("FID (feature network)")
     axes[1, 0].set_ylabel("FID - base FID (paired; 95% CI over runs)")
+    axes[2, 0].set_ylabel("SIMS FID - control FID (paired)")
     axes[0, 0].legend(fontsize=7)
+    axes[2, 0].legend(fontsize=7)
     fig.suptitle(f"SIMS and its controls on {p['data']}: {int(first.n)} runs x {int(first.draws)} paired draws of "
                  f"{p['n_eval']} images; base FID {base:.2f} (draw-to-draw sd {first.base_draw_sd:.2f}), "
                  f"floor {floor:.2f}", fontsize=10)
@@ -223,8 +249,10 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     pictures = {k: v for _, pics in parts for k, v in pics.items()}
     table = columns_first(paired(raw).assign(data=p["data"], n_real=p["n_real"], n_aux=p["n_aux"]),
                           ["data", "kind", "budget", "omega", "n_real", "n_aux", "metric"])
-    return [write_table(table, out, NAME), *plot_fid(table, p, out), *plot_shift(table, p, out),
-            *plot_grid(pictures, table, p, out)]
+    against = versus(raw).assign(data=p["data"])
+    return [write_table(table, out, NAME), write_table(against, out, f"{NAME}-versus"),
+            write_table(raw.assign(data=p["data"]), out, f"{NAME}-raw"), *plot_fid(table, against, p, out),
+            *plot_shift(table, p, out), *plot_grid(pictures, table, p, out)]
 
 
 register(Study(
