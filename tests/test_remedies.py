@@ -348,14 +348,18 @@ def test_the_study_table_bolds_the_best_ratio_of_each_loop():
         for loop, r in zip(study.LOOPS, ratios):
             if r is not None:
                 rows.append(dict(family="gaussian", loop=loop, arm=arm, remedy=remedy, n_real=10, n_synth=10, metric="true_w2",
-                                 gen=5, n=20, mad_ratio=r, mad_ratio_low=r - 0.1, mad_ratio_high=r + 0.1, diff=r - 1,
+                                 gen=5, n=20, mean=r / 10, ci_low=r / 10 - 0.01, ci_high=r / 10 + 0.01,
+                                 mad_ratio=r, mad_ratio_low=r - 0.1, mad_ratio_high=r + 0.1, diff=r - 1,
                                  diff_low=r - 1.1, diff_high=r - 0.9, accepted=np.nan, extra_draws=0.0,
                                  evaluations_per_sample=6))
-    lines = study.markdown(pd.DataFrame(rows), "gaussian").splitlines()
+    lines = study.markdown(pd.DataFrame(rows), "gaussian", floor=0.05).splitlines()
     ratio = lines[lines.index("| remedy | fully synthetic loop | synthetic augmentation loop | fresh data loop |") + 2:][:3]
     assert ratio == ["| none | 2 [1.9, 2.1] | 1.5 [1.4, 1.6] | 1.2 [1.1, 1.3] |",
                      "| real weight w = 0.618 (w*) | — (no real data to weigh) | **1.4 [1.3, 1.5]** | **1.1 [1, 1.2]** |",
                      "| correct τ = 1 | **1.1 [1, 1.2]** | 1.6 [1.5, 1.7] | 1.3 [1.2, 1.4] |"]
+    # The distance itself, beside the real-data floor: absolute numbers next to the ratios.
+    at = lines.index("E[d_T] (95% CI); the real-data floor (generation 0: real against real) is 0.05:")
+    assert lines[at + 4] == "| none | 0.2 [0.19, 0.21] | 0.15 [0.14, 0.16] | 0.12 [0.11, 0.13] |"
 
 
 def test_the_study_keeps_a_cell_that_cannot_run_with_its_reason():
@@ -366,14 +370,14 @@ def test_the_study_keeps_a_cell_that_cannot_run_with_its_reason():
     assert study.absent("curate oracle", "fresh", "ddpm") == "n/a: no density"
     assert study.absent("curate oracle", "fresh", "gaussian") is None and study.absent("correct", "fresh", "ddpm") is None
     assert study.absent("real weight", "fully_synthetic", "ddpm") == "— (no real data to weigh)"
-    ran = dict(metric="w2", gen=3, n=8, mad_ratio=1.5, mad_ratio_low=1.4, mad_ratio_high=1.6, diff=0.0, diff_low=0.0,
+    ran = dict(metric="w2", gen=3, n=8, mean=0.3, ci_low=0.2, ci_high=0.4, mad_ratio=1.5, mad_ratio_low=1.4, mad_ratio_high=1.6, diff=0.0, diff_low=0.0,
                diff_high=0.0, accepted=np.nan, extra_draws=0.0, evaluations_per_sample=0, note="")
     tag = dict(family="ddpm", loop="fresh", n_real=10, n_synth=10)
     final = pd.DataFrame([{**tag, "arm": "none", "remedy": "none", **ran},
                           {**tag, "arm": "curate oracle s = 1", "remedy": "curate oracle", "metric": "w2",
                            "note": "n/a: no density"}]).astype({"n": "Int64", "gen": "Int64"})
     text = study.markdown(final, "ddpm")
-    assert text.count("| curate oracle s = 1 | n/a: no density |") == 3  # ratio, difference and cost tables
+    assert text.count("| curate oracle s = 1 | n/a: no density |") == 4  # ratio, distance, difference and cost tables
     assert "| none | **1.5 [1.4, 1.6]** |" in text
 
 
@@ -391,4 +395,5 @@ def test_the_study_runs_guidance_on_diffusion_families_and_says_why_elsewhere():
     for remedy in ("curate oracle", "curate quantile", "correct"):
         assert study.absent(remedy, "fresh", "digits") == "n/a: no log p_r"
     assert study.absent("accumulate", "fresh", "digits") is None
+    assert len(set(study.COLORS)) == len(study.COLORS) >= len(labels)  # every arm its own color in the figures
     assert study.cell(1.5, np.nan, np.nan) == "1.5 (no CI)" and study.cell(1.5, 1.4, 1.6, True) == "**1.5 [1.4, 1.6]**"

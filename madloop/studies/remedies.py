@@ -165,9 +165,9 @@ def cell(value: float, low: float, high: float, bold: bool = False) -> str:
     return f"**{text}**" if bold else text
 
 
-def markdown(final: pd.DataFrame, family: str) -> str:
-    """A family's tables: the MAD ratio at T (best of each column in bold), the paired difference to no
-    remedy, and the cost."""
+def markdown(final: pd.DataFrame, family: str, floor: float = np.nan) -> str:
+    """A family's tables: the MAD ratio at T (best of each column in bold), the distance itself at T beside
+    the real-data ``floor`` (generation 0), the paired difference to no remedy, and the cost."""
     rows = final[final.family == family]
     loops = [loop for loop in LOOPS if loop in set(rows.loop)]
     arms_ = list(dict.fromkeys(rows.arm))
@@ -181,7 +181,8 @@ def markdown(final: pd.DataFrame, family: str) -> str:
             cells = []
             for loop in loops:
                 hit = rows[(rows.arm == arm) & (rows.loop == loop)]
-                if len(hit) and not hit.iloc[0].get("note"):
+                note = hit.iloc[0].get("note") if len(hit) else None
+                if len(hit) and not (isinstance(note, str) and note):  # a table read back from CSV has NaN notes
                     cells.append(fmt(hit.iloc[0], loop))
                 else:
                     remedy = rows[rows.arm == arm].remedy.iloc[0]
@@ -192,6 +193,9 @@ def markdown(final: pd.DataFrame, family: str) -> str:
     best = {loop: rows[rows.loop == loop].mad_ratio.min() for loop in loops}
     ratio = table(lambda r, loop: cell(r.mad_ratio, r.mad_ratio_low, r.mad_ratio_high, r.mad_ratio == best[loop]))
     diff = table(lambda r, loop: "0 (the reference)" if r.remedy == "none" else cell(r["diff"], r.diff_low, r.diff_high))
+    level = table(lambda r, loop: cell(r["mean"], r.ci_low, r.ci_high))
+    floor_text = (f"the real-data floor (generation 0: real against real) is {floor:.3g}" if np.isfinite(floor) else
+                  "the distance is in closed form to p_r itself, so its floor is 0")
 
     def cost(r, loop) -> str:
         if r.remedy.startswith("curate"):
@@ -215,17 +219,33 @@ def markdown(final: pd.DataFrame, family: str) -> str:
     return (f"## {FAMILY_LABELS[family]}\n\n"
             f"n_r = {first.n_real}, n_s = {first.n_synth}, T = {first.gen}, {first.n} runs, one seed (paired runs); "
             f"distance: {metric}.\n\n"
-            f"MAD ratio r_T = E[d_T] / E[d_1] (95% CI); lowest of each column in bold:\n\n{ratio}\n"
+            f"MAD ratio r_T = E[d_T] / E[d_1] (95% CI; each arm over its own generation 1, which guidance changes "
+            f"too); lowest of each column in bold:\n\n{ratio}\n"
+            f"E[d_T] (95% CI); {floor_text}:\n\n{level}\n"
             f"d_T(remedy) - d_T(no remedy), paired over runs (95% CI; below 0: the remedy helps):\n\n{diff}\n"
             f"Cost at t = T (time: training and sampling seconds over no remedy's, on a shared machine):\n\n{table(time)}\n")
 
 
-def write_markdown(final: pd.DataFrame, out: Path) -> Path:
+def floors(table: pd.DataFrame, final: pd.DataFrame) -> dict[str, float]:
+    """Per family: the real-data floor of its distance (generation 0's mean; the same for every arm and loop)."""
+    out = {}
+    for family, rows in final.dropna(subset=["n"]).groupby("family", sort=False):
+        zero = table[(table.family == family) & (table.metric == rows.metric.iloc[0]) & (table.gen == 0)]
+        out[family] = float(zero["mean"].iloc[0]) if len(zero) else np.nan
+    return out
+
+
+def write_markdown(final: pd.DataFrame, out: Path, table: pd.DataFrame | None = None) -> Path:
+    """The markdown tables of every family; ``table`` (the summary) gives each distance's real-data floor."""
+    floor = floors(table, final) if table is not None else {}
     text = "# Remedies for MADness side by side\n\n" + "\n".join(
-        markdown(final, family) for family in dict.fromkeys(final.family)) + f"\n{NOTE}\n"
+        markdown(final, family, floor.get(family, np.nan)) for family in dict.fromkeys(final.family)) + f"\n{NOTE}\n"
     path = out / f"{NAME}.md"
     path.write_text(text)
     return path
+
+
+COLORS = [f"C{i}" for i in range(10)] + ["black", "saddlebrown", "darkkhaki", "navy"]  # an arm's color: one each
 
 
 def plot(table: pd.DataFrame, final: pd.DataFrame, family: str, out: Path) -> list[Path]:
@@ -234,7 +254,7 @@ def plot(table: pd.DataFrame, final: pd.DataFrame, family: str, out: Path) -> li
     table, final = table[table.family == family], final[final.family == family]
     loops = [loop for loop in LOOPS if loop in set(table.loop)]
     arms_ = list(dict.fromkeys(final.arm))
-    colors = {arm: f"C{i % 10}" for i, arm in enumerate(arms_)}
+    colors = {arm: COLORS[i % len(COLORS)] for i, arm in enumerate(arms_)}
     metric = final.metric.iloc[0]
     fig, axes = plt.subplots(2, len(loops), figsize=(4.8 * len(loops), 8.0), squeeze=False)
     for j, loop in enumerate(loops):
@@ -281,7 +301,7 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     keys = ["family", "loop", "arm", "remedy", "strength", "n_real", "n_synth"]
     table = columns_first(pd.concat(tables, ignore_index=True), keys)
     final = columns_first(pd.concat(finals, ignore_index=True), keys)
-    paths = [write_table(table, out, NAME), write_table(final, out, f"{NAME}-final"), write_markdown(final, out)]
+    paths = [write_table(table, out, NAME), write_table(final, out, f"{NAME}-final"), write_markdown(final, out, table)]
     for family in dict.fromkeys(table.family):
         paths += plot(table, final, family, out)
     return paths
