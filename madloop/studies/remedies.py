@@ -26,9 +26,9 @@ samples and a reference sample (gmm, ddpm). At t = T: the MAD ratio E[d_T] / E[d
 difference d_T(remedy) - d_T(no remedy) over runs with its 95% CI (madloop.compare), and the cost: the
 accepted share of curation's candidates (so 1 / share - 1 extra draws per kept sample) and the correction's
 density and score evaluations (2 per Langevin step and sample), and for every arm its training and sampling
-time over no remedy's (the runner's own timing, so a ratio on a shared machine, not an exact cost). Writes the tidy summary ``remedies.csv``, the
-final numbers ``remedies-final.csv``, the markdown tables ``remedies.md`` (rows remedies, columns loops, the
-best cell of each column in bold) and a figure per family.
+time over no remedy's (the runner's own timing, so a ratio on a shared machine, not an exact cost). Writes the
+tidy summary ``remedies.csv``, the final numbers ``remedies-final.csv``, the markdown tables ``remedies.md``
+(rows remedies, columns loops, the best cell of each column in bold) and a figure per family.
 
 The DDPM's cost is its training (and quantile curation's 1 / (1 - q) x n_s draws: at q = 0.9 sampling costs
 about half as much again as training): its cpu scale, 8 runs of E1's sizes for 10 generations, took 16 of the
@@ -112,7 +112,7 @@ def absent(remedy: str, loop: str, family: str) -> str | None:
             return "n/a: no log p_r"
     if remedy in GUIDED and not hasattr(model, "budget_unit"):
         return "n/a: not a diffusion model"
-    if remedy == "curate oracle" and not getattr(MODELS[FAMILIES[family]["model"]], "density", False):
+    if remedy == "curate oracle" and not getattr(model, "density", False):
         return "n/a: no density"
     return None
 
@@ -169,6 +169,7 @@ def markdown(final: pd.DataFrame, family: str, floor: float = np.nan) -> str:
     """A family's tables: the MAD ratio at T (best of each column in bold), the distance itself at T beside
     the real-data ``floor`` (generation 0), the paired difference to no remedy, and the cost."""
     rows = final[final.family == family]
+    rows = rows.assign(note=rows["note"].fillna("") if "note" in rows else "")  # a CSV read back holds NaN notes
     loops = [loop for loop in LOOPS if loop in set(rows.loop)]
     arms_ = list(dict.fromkeys(rows.arm))
     first = rows.dropna(subset=["n"]).iloc[0]
@@ -181,8 +182,7 @@ def markdown(final: pd.DataFrame, family: str, floor: float = np.nan) -> str:
             cells = []
             for loop in loops:
                 hit = rows[(rows.arm == arm) & (rows.loop == loop)]
-                note = hit.iloc[0].get("note") if len(hit) else None
-                if len(hit) and not (isinstance(note, str) and note):  # a table read back from CSV has NaN notes
+                if len(hit) and not hit.iloc[0].note:
                     cells.append(fmt(hit.iloc[0], loop))
                 else:
                     remedy = rows[rows.arm == arm].remedy.iloc[0]
@@ -210,7 +210,7 @@ def markdown(final: pd.DataFrame, family: str, floor: float = np.nan) -> str:
             return "trains a short copy each generation; 2 network passes per sampler step"
         return "none"
 
-    def time(r, loop) -> str:
+    def cost_and_time(r, loop) -> str:
         if r.remedy == "none":
             return "none (time: 1x)"
         compute = r.get("compute", np.nan)
@@ -223,7 +223,7 @@ def markdown(final: pd.DataFrame, family: str, floor: float = np.nan) -> str:
             f"too); lowest of each column in bold:\n\n{ratio}\n"
             f"E[d_T] (95% CI); {floor_text}:\n\n{level}\n"
             f"d_T(remedy) - d_T(no remedy), paired over runs (95% CI; below 0: the remedy helps):\n\n{diff}\n"
-            f"Cost at t = T (time: training and sampling seconds over no remedy's, on a shared machine):\n\n{table(time)}\n")
+            f"Cost at t = T (time: training and sampling seconds over no remedy's, on a shared machine):\n\n{table(cost_and_time)}\n")
 
 
 def floors(table: pd.DataFrame, final: pd.DataFrame) -> dict[str, float]:
@@ -312,8 +312,7 @@ STRENGTHS = dict(real_weight=("w*", 0.9), oracle=(0.5, 1.0), quantile=(0.5, 0.9)
 register(Study(
     name=NAME,
     description="Remedies side by side (accumulate, real-data weighting, curation, self-correction, SIMS, "
-                "autoguidance) in the fully "
-                "synthetic, augmentation and fresh loops: MAD ratio and paired difference at T, with the cost",
+                "autoguidance) in the fully synthetic, augmentation and fresh loops: MAD ratio and paired difference at T, with the cost",
     scales={
         "ci": dict(loops=LOOPS, strengths=dict(real_weight=("w*",), oracle=(1.0,), quantile=(0.5,), correct=(1.0,),
                                                correct_steps=3, guidance=(0.5,)), families={

@@ -121,6 +121,12 @@ def interval(values: pd.Series) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def run_differences(a: pd.Series, b: pd.Series, by: tuple[str, ...] = ()) -> pd.Series:
+    """Per run (within each ``by`` group), the mean over draws of a - b, the two indexed alike by (*by, run,
+    draw): the same noise and labels."""
+    return (a - b.reindex(a.index)).dropna().groupby([*by, "run"], sort=False).mean()
+
+
 def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(METRICS), base: str = "kind == 'base'",
            gen: int = 1) -> pd.DataFrame:
     """Per ``keys`` and metric: the mean over runs of each run's mean over draws with its 95% Student-t CI over
@@ -133,7 +139,7 @@ def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(ME
         g = g.set_index(["run", "draw"])
         for metric in metrics:
             per_run = g[metric].groupby("run").mean().dropna()
-            diff = (g[metric] - reference[metric].loc[g.index]).groupby("run").mean().dropna()
+            diff = run_differences(g[metric], reference[metric])
             mean, lo, hi = interval(per_run)
             d, d_lo, d_hi = interval(diff)
             rows.append(dict(zip(keys, key), gen=gen, metric=metric, n=per_run.size,
@@ -151,9 +157,8 @@ def versus(raw: pd.DataFrame, kind: str = "sims", controls=("real", "autoguidanc
     rows = []
     for control in controls:
         theirs = raw[raw.kind == control].set_index(["budget", "omega", "run", "draw"])[metric]
-        diff = (mine - theirs.reindex(mine.index)).dropna()
-        for (budget, omega), d in diff.groupby(["budget", "omega"], sort=False):
-            per_run = d.groupby("run").mean()
+        for (budget, omega), per_run in run_differences(mine, theirs, ("budget", "omega")).groupby(
+                ["budget", "omega"], sort=False):
             mean, lo, hi = interval(per_run)
             rows.append(dict(budget=budget, omega=omega, control=control, metric=metric, n=per_run.size, diff=mean,
                              diff_lo=lo, diff_hi=hi))
