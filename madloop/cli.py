@@ -451,6 +451,9 @@ def study(
     scale: str = typer.Option("cpu", metavar="NAME", help="ci (tiny) | cpu (the committed figures) | gpu (the paper's size)"),
     out: Path = typer.Option(Path("figures"), metavar="DIR", help="folder for the table and figures"),
     jobs: str = typer.Option("auto", metavar="INTEGER|auto", help="worker processes; auto: all cores"),
+    work: Optional[Path] = typer.Option(None, metavar="DIR", help="keep the study's runs in DIR (default: a scratch "
+                                        "folder, removed afterwards); run again with the same DIR to continue an "
+                                        "interrupted study: finished runs are kept, interrupted ones resume"),
 ):
     """List the studies, or run one: its tidy table and figures go to --out."""
     from madloop.studies import STUDIES, load_all, run_study
@@ -460,7 +463,7 @@ def study(
         for n in STUDIES.names():
             typer.echo(f"{n}: {STUDIES[n].description}")
         return
-    for p in run_study(name, scale, out, parse_jobs(jobs, [])[0]):
+    for p in run_study(name, scale, out, parse_jobs(jobs, [])[0], work):
         typer.echo(str(p))
 
 

@@ -1,5 +1,6 @@
 """Every registered study runs end to end at its ci scale; the science the studies rely on, on known answers."""
 
+import json
 import subprocess
 import sys
 
@@ -188,3 +189,65 @@ def test_sims_images_pairs_each_sampler_with_the_base_and_with_the_controls_draw
     table = paired(raw, metrics=("fid",)).set_index("kind")
     assert table.loc["sims", "diff"] == pytest.approx(-0.3 + 0.015)
     assert table.loc["base", "diff"] == 0 and table.loc["sims", "draws"] == 3
+
+
+def test_a_study_interrupted_in_its_work_folder_continues_there_to_the_same_table(tmp_path, monkeypatch, capsys,
+                                                                                   one_torch_thread):
+    """`madloop study NAME --work DIR`: a second call reopens the sweeps the first finished (running none of their
+    runs again), runs the rest, and writes the table of an uninterrupted study."""
+    from madloop import runner
+    from madloop.studies import accumulate
+
+    run_study("accumulate", "ci", tmp_path / "whole", jobs=1)
+    real_sweep, calls = accumulate.sweep, []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(accumulate, "sweep", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_study("accumulate", "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
+    kept = sorted((tmp_path / "work").iterdir())
+    assert len(kept) == 2 and all((k / "sweep.json").is_file() for k in kept)
+
+    monkeypatch.setattr(accumulate, "sweep", real_sweep)
+    real_execute, executed = runner.execute, []
+    monkeypatch.setattr(runner, "execute", lambda cfg, **kw: executed.append(cfg) or real_execute(cfg, **kw))
+    capsys.readouterr()
+    run_study("accumulate", "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
+    total = len(list((tmp_path / "work").iterdir()))
+    assert f"its runs are kept in {total} sweep folders of {tmp_path / 'work'}" in capsys.readouterr().out
+    points = sum(len(json.loads((k / "sweep.json").read_text())["points"]) for k in kept)
+    runs = sum(len(json.loads((k / "sweep.json").read_text())["points"])
+               for k in (tmp_path / "work").iterdir() if k not in kept)
+    assert points and len(executed) == runs  # the first two sweeps' runs were reopened, not run again
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "accumulate.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "accumulate.csv"))
+
+
+def test_a_work_folder_whose_record_was_changed_is_refused_in_one_line(tmp_path, one_torch_thread):
+    from madloop.errors import MadloopError
+    from madloop.studies.common import inside, sweep
+
+    with inside(tmp_path) as kept:
+        first = sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
+    (folder,) = kept
+    with inside(tmp_path):  # the same sweep again: reopened, same numbers
+        again = sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
+    pd.testing.assert_frame_equal(first.summary(), again.summary())
+    record = json.loads((folder / "sweep.json").read_text())
+    record["configs"][1]["lam"] = 0.7
+    (folder / "sweep.json").write_text(json.dumps(record))
+    with inside(tmp_path), pytest.raises(MadloopError, match="records other settings.*remove"):
+        sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
+    (folder / "sweep.json").write_text('{"points": [')  # truncated
+    with inside(tmp_path), pytest.raises(MadloopError, match="corrupted.*remove"):
+        sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
+
+
+def test_a_study_without_sweeps_says_its_work_folder_keeps_nothing(tmp_path, capsys, one_torch_thread):
+    run_study("gaussian-collapse", "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
+    assert "runs no sweeps, so" in capsys.readouterr().out

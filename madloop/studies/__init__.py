@@ -48,8 +48,13 @@ def load_all() -> None:
         importlib.import_module(f"{__name__}.{info.name}")
 
 
-def run_study(name: str, scale: str = "cpu", out: str | Path = "figures", jobs: int = 1) -> list[Path]:
-    """Run one study at one scale; returns the files it wrote."""
+def run_study(name: str, scale: str = "cpu", out: str | Path = "figures", jobs: int = 1,
+              work: str | Path | None = None) -> list[Path]:
+    """Run one study at one scale; returns the files it wrote. With ``work``, the study's sweeps keep their runs
+    there, and a second call with the same ``work`` continues where an interrupted one stopped
+    (``madloop.studies.common.inside``)."""
+    from madloop.studies.common import inside
+
     load_all()
     study = STUDIES[name]
     if scale not in SCALES:
@@ -57,8 +62,12 @@ def run_study(name: str, scale: str = "cpu", out: str | Path = "figures", jobs: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    paths = study.make(study.scales[scale], out, jobs)
+    with inside(work) as kept:
+        paths = study.make(study.scales[scale], out, jobs)
     print(f"study {name} ({scale}) took {time.perf_counter() - start:.0f} s")
+    if work is not None:
+        print(f"its runs are kept in {len(kept)} sweep folders of {work}" if kept else
+              f"study {name} runs no sweeps, so {work} keeps nothing: an interrupted run starts again")
     return paths
 
 

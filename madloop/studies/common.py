@@ -2,11 +2,18 @@
 
 Studies keep the *summary* of their runs (per point, metric and generation: mean, standard error, 95% CI,
 MAD ratio; see ``madloop.results``), not the per-run rows: that is what their figures show, and it stays
-small enough to commit. The sweep's run directories live in a scratch folder that is removed afterwards.
+small enough to commit. The sweep's run directories live in a scratch folder that is removed afterwards,
+unless the study runs ``inside(work)``: then each sweep keeps its run directories in a folder of ``work`` named
+after a hash of its resolved configs, and running the study again with the same ``work`` reopens finished runs,
+resumes interrupted ones from their last checkpoint and runs the rest (`madloop study NAME --work DIR`). Keyed
+random streams make the numbers the same as in one go.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -14,20 +21,59 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 import madloop
+from madloop.config import resolve
+from madloop.errors import MadloopError
 from madloop.plots import LOOP_LABELS  # noqa: F401  (the studies' loop names, re-exported)
-from madloop.sweep import SweepResult
+from madloop.sweep import SWEEP, SweepResult, points_of, resume_sweep
+
+_inside: list[tuple[Path, list[Path]]] = []  # (work, the sweep folders kept in it) of the ``inside`` blocks
 
 
 
 def sweep(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], jobs: int, **settings) -> SweepResult:
     """``madloop.sweep`` of ``axes`` (a grid, or a list of points) on top of ``settings``, in a scratch folder that
-    is removed afterwards; the Results stay in memory (their paths are gone).
+    is removed afterwards (the Results stay in memory; their paths are gone), or inside a study's ``work`` folder
+(``inside``).
 
     The points run ``jobs`` at a time, one worker each: for many small runs that is where the work is (each of
     a run's chunks costs a store write per generation).
     """
+    if _inside:
+        return _kept_sweep(*_inside[-1], axes, jobs, settings)
     with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
         return madloop.sweep(axes, out=tmp, point_jobs=jobs, **settings)
+
+
+@contextlib.contextmanager
+def inside(work: str | Path | None):
+    """Keep the sweeps of the study run inside the block in ``work`` (see the module's docstring); the block gets
+    the list of sweep folders kept. ``work`` None: scratch folders, as without the block."""
+    if work is None:
+        yield []
+        return
+    _inside.append((Path(work), []))
+    try:
+        yield _inside[-1][1]
+    finally:
+        _inside.pop()
+
+
+def _kept_sweep(work: Path, kept: list[Path], axes, jobs: int, settings: Mapping[str, Any]) -> SweepResult:
+    """The sweep of ``axes`` on top of ``settings`` in its folder of ``work``: run, resumed, or reopened."""
+    configs = [resolve({**settings, **p}).to_dict() for p in points_of(axes)]
+    key = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    folder = work / f"sweep-{key}"
+    kept.append(folder)
+    if not (folder / SWEEP).is_file():
+        return madloop.sweep(axes, out=folder, point_jobs=jobs, **settings)
+    try:
+        recorded = json.loads((folder / SWEEP).read_text())["configs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MadloopError(f"{folder / SWEEP} is corrupted ({err}); remove {folder} to run its sweep again") from None
+    if json.loads(json.dumps(configs, default=list)) != recorded:
+        raise MadloopError(f"{folder / SWEEP} records other settings than the sweep its folder is named after "
+                           f"(edited?); remove {folder} to run its sweep again")
+    return resume_sweep(folder, point_jobs=jobs)
 
 
 def columns_first(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
