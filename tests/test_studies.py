@@ -251,3 +251,57 @@ def test_a_work_folder_whose_record_was_changed_is_refused_in_one_line(tmp_path,
 def test_a_study_without_sweeps_says_its_work_folder_keeps_nothing(tmp_path, capsys, one_torch_thread):
     run_study("gaussian-collapse", "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
     assert "runs no sweeps, so" in capsys.readouterr().out
+
+
+def test_e1_versus_size_pairs_the_standard_arm_across_sizes_over_the_window(tmp_path):
+    from madloop.studies import sims_gaussian_2d as e1
+
+    settings = dict(loop="augmentation", runs=6, gens=4, n_real=30, n_eval=40, n_ref=40, metrics=("w2",))
+    points = [dict(network="paper", kind="standard", n_synth=n, omega=0.0) for n in (10, 60)]
+    results = [madloop.run(out=tmp_path / f"s{n}", n_synth=n, **settings) for n in (10, 60)]
+    row = e1.versus_size(points, results, (2, 4)).iloc[0]
+    per_run = [r.per_run("w2")[[2, 3, 4]].mean(axis=1) for r in results]
+    assert row.n_synth == 60 and row.n_synth_low == 10 and row["diff"] == pytest.approx((per_run[1] - per_run[0]).mean())
+    assert row.diff_low < row["diff"] < row.diff_high
+    assert e1.versus_size(points[:1], results[:1], (2, 4)).empty  # one |S|: nothing to compare
+
+
+def e1_table(first_diff, late_diff, vs_first, size_diff):
+    """A minimal E1 table: one network, SIMS at omega 1 beside standard, at |S| 250 and 1000; each difference is
+    (mean, low, high)."""
+    rows = [dict(part="self-improvement", kind="standard", omega=0.0, gen=g, mean=m) for g, m in ((0, 0.25), (1, 0.8))]
+    rows += [dict(part="gen1-versus-standard", kind="sims", omega=1.0, gen=1, diff=first_diff[0],
+                  diff_low=first_diff[1], diff_high=first_diff[2])]
+    for size in (250, 1000):
+        for kind, omega, diff, ratio in (("standard", 0.0, (0, 0, 0), (2.0, 1.5, 2.5)), ("sims", 1.0, late_diff, vs_first)):
+            rows.append(dict(part="loops", kind=kind, omega=omega, n_synth=size, gen=1, convergence_ratio=ratio[0],
+                             convergence_ratio_low=ratio[1], convergence_ratio_high=ratio[2]))
+            rows.append(dict(part="versus-standard", kind=kind, omega=omega, n_synth=size, gen=20, late=True,
+                             mean=0.8 * ratio[0], vs_first=ratio[0], vs_first_low=ratio[1], vs_first_high=ratio[2],
+                             diff=diff[0], diff_low=diff[1], diff_high=diff[2]))
+    rows.append(dict(part="versus-size", kind="standard", omega=0.0, n_synth=1000, n_synth_low=250, gen=20, late=True,
+                     diff=size_diff[0], diff_low=size_diff[1], diff_high=size_diff[2]))
+    return pd.DataFrame(rows).assign(network="paper")
+
+
+@pytest.mark.parametrize("first, late, vs_first, size, verdicts", [
+    ((-0.1, -0.2, -0.01), (-0.5, -0.8, -0.2), (1.1, 0.9, 1.3), (0.4, 0.1, 0.7), ["holds"] * 4),
+    ((0.1, 0.01, 0.2), (-0.5, -0.8, -0.2), (1.6, 1.3, 1.9), (0.4, -0.1, 0.7),
+     ["does not hold: every ω > 0 worse"] + ["does not hold: SIMS slows MAD, it does not prevent it"] * 2
+     + ["not shown: the CI straddles 0"]),
+    ((-0.1, -0.2, 0.05), (0.5, -0.1, 0.9), (1.1, 0.9, 1.3), (-0.4, -0.7, -0.1),
+     ["not shown: the CI straddles 0"] + ["not shown: the CI of SIMS − standard straddles 0"] * 2 + ["does not hold"]),
+    ((-0.1, -0.2, -0.01), (0.5, 0.1, 0.9), (2.1, 1.9, 2.3), (0.4, 0.1, 0.7),
+     ["holds"] + ["does not hold: SIMS above standard"] * 2 + ["holds"]),
+])
+def test_e1_fidelity_marks_each_claim_by_its_paired_intervals(first, late, vs_first, size, verdicts, tmp_path):
+    from madloop.studies import sims_gaussian_2d as e1
+
+    fid = e1.fidelity(e1_table(first, late, vs_first, size))
+    assert list(fid.verdict) == verdicts
+    assert list(fid.claim) == ["self-improvement at generation 1"] + ["prevention in the loop"] * 2 + ["MAD grows with |S^t|"]
+    assert fid.paper.notna().all() and "floor 0.25" in fid.madloop.iloc[0]
+    p = dict(runs=8, n_aux=2000, networks={"paper": dict(epochs=100, aux_epochs=50)}, window=(20, 60))
+    md = e1.write_fidelity(fid, p, tmp_path)[1].read_text().splitlines()
+    rows = [line for line in md if line.startswith("| paper")]
+    assert len(rows) == 4 and all(line.replace("\\|", "").count("|") == 6 for line in rows)  # |S^t| escaped

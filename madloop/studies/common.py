@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 import madloop
@@ -85,3 +86,9 @@ def write_table(table: pd.DataFrame, out: Path, name: str) -> Path:
     path = out / f"{name}.csv"
     table.to_csv(path, index=False, float_format="%.6g")
     return path
+
+
+def cell(value: float, low: float, high: float, bold: bool = False) -> str:
+    """``value [low, high]``; "(no CI)" where there is none (a ratio with fewer than results.MIN_RUNS runs)."""
+    text = f"{value:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else f"{value:.3g} (no CI)"
+    return f"**{text}**" if bold else text

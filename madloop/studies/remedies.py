@@ -49,7 +49,7 @@ import madloop
 from madloop.registry import MODELS
 from madloop.plots import STUDY_LABELS, curve, save
 from madloop.studies import Study, register
-from madloop.studies.common import LOOP_LABELS, columns_first, sweep, write_table
+from madloop.studies.common import LOOP_LABELS, cell, columns_first, sweep, write_table
 
 NAME = "remedies"
 LOOPS = ("fully_synthetic", "augmentation", "fresh")
@@ -157,12 +157,6 @@ def run_family(family: str, sizes: Mapping[str, Any], strengths: Mapping[str, An
         tables.append(result.summary().assign(**tag))
         finals.append({**tag, **final_row(result, none[loop], arm, metric, strengths["correct_steps"]), "note": ""})
     return pd.concat(tables, ignore_index=True), pd.DataFrame(finals).astype({"n": "Int64", "gen": "Int64"})
-
-
-def cell(value: float, low: float, high: float, bold: bool = False) -> str:
-    """``value [low, high]``; "(no CI)" where there is none (a ratio with fewer than results.MIN_RUNS runs)."""
-    text = f"{value:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else f"{value:.3g} (no CI)"
-    return f"**{text}**" if bold else text
 
 
 def markdown(final: pd.DataFrame, family: str, floor: float = np.nan) -> str:

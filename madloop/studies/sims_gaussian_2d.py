@@ -39,9 +39,15 @@ Parts of one tidy table (column ``part``):
   the arm with its t interval (absolute), E[W2_arm] / E[W2_standard(G^1)] with its bootstrap interval
   (``vs_first``), and the paired difference arm - standard with its t interval (``diff``, from
   ``madloop.compare``);
+- ``versus-size``: the standard arm at the largest |S| against itself at the smallest, run by run over the
+  window (generation 1 trains on D_r alone, so it is the same for every |S|): does MAD grow with |S^t|?
 - ``configs``: generation-1 W2 of the standard DDPM under the batch size, standardised data, a sinusoidal time
   embedding and bf16, one change at a time, then the ``fitting`` network, to show how much of the gap to the
   floor each one closes.
+
+``fidelity`` reads the paper's three claims off that table, per network: self-improvement at generation 1,
+prevention in the loop, and the standard arm's ratio growing with |S^t|, each marked holds / does not hold
+(``sims-gaussian-2d-fidelity.md``; the README's fidelity table).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from madloop.measure import sums
 from madloop.results import Result, compare, mean_ci, ratio_interval, window_gens
 from madloop.studies import Study, register
 from madloop.plots import curves, save
-from madloop.studies.common import sweep, write_table
+from madloop.studies.common import cell, sweep, write_table
 
 NAME = "sims-gaussian-2d"
 METRIC = "w2"
@@ -142,6 +148,100 @@ def versus_standard(points: list[dict[str, Any]], results: list[Result], window:
     return pd.DataFrame(rows)
 
 
+def versus_size(points: list[dict[str, Any]], results: list[Result], window: tuple[int, int]) -> pd.DataFrame:
+    """Per network: the standard arm at the largest |S| minus the standard arm at the smallest, run by run, over
+    the window (``madloop.compare``); empty with one |S|."""
+    standard = {(p["network"], p["n_synth"]): r for p, r in zip(points, results) if p["kind"] == "standard"}
+    rows = []
+    for net in dict.fromkeys(n for n, _ in standard):
+        sizes = sorted(size for n, size in standard if n == net)
+        if len(sizes) < 2:
+            continue
+        d = compare(standard[net, sizes[0]], standard[net, sizes[-1]], METRIC, window).query("late").iloc[0]
+        rows.append(dict(part="versus-size", metric=METRIC, network=net, kind="standard", n_synth=sizes[-1],
+                         n_synth_low=sizes[0], omega=0.0, gen=d.gen, late=True, n=d.n, diff=d["diff"], diff_low=d.lo,
+                         diff_high=d.hi))
+    return pd.DataFrame(rows)
+
+
+PAPER = {  # the SIMS paper's E1 read-outs, as issue 17 quotes them
+    "self-improvement at generation 1": "E[W2(G^1)] below standard training's for a moderate ω (a figure; no number)",
+    "prevention in the loop": "best SIMS convergence ratio 0.996-1.204, standard 1.71-6.69",
+    "MAD grows with |S^t|": "standard's convergence ratio grows with |S^t| (1.71 .. 6.69 over |S^t| = 125 .. 1000)",
+}
+PREVENTS = 1.204  # the paper's largest convergence ratio of SIMS at its best omega: "prevention" up to this
+
+
+def fidelity(table: pd.DataFrame) -> pd.DataFrame:
+    """Per network, each claim of ``PAPER`` with madloop's numbers (95% CIs) and a verdict, from the study's table.
+
+    - self-improvement holds where SIMS's best omega (by the paired difference at generation 1; the best of
+      several, not corrected for the choice) has a paired difference to standard training with its CI below 0;
+    - prevention, per |S|: SIMS's best omega by its late (window) E[W2]; it holds where that arm's late E[W2]
+      over standard's generation 1 can be at most ``PREVENTS`` (its interval reaches that low) and its paired
+      difference to standard over the window is below 0; "slows MAD" where only the difference is below 0;
+    - growth holds where the standard arm's window W2 at the largest |S| minus the smallest is above 0, run by
+      run (the same generation 1, so the same ordering of the ratios).
+    """
+    rows = []
+    for net in dict.fromkeys(table.network.dropna()):
+        t = table[table.network == net]
+        first = t[(t.part == "gen1-versus-standard") & (t.kind == "sims") & (t.gen == 1)]
+        floor = t[(t.part == "self-improvement") & (t.gen == 0)]["mean"].mean()
+        base = t[(t.part == "self-improvement") & (t.kind == "standard") & (t.gen == 1)]["mean"].iloc[0]
+        best = first.loc[first["diff"].idxmin()]
+        verdict = ("holds" if best.diff_high < 0 else "does not hold: every ω > 0 worse" if (first.diff_low > 0).all()
+                   else "not shown: the CI straddles 0")
+        rows.append(dict(network=net, claim="self-improvement at generation 1", n_synth=np.nan,
+                         madloop=f"best ω = {best.omega:g}: SIMS − standard {cell(best['diff'], best.diff_low, best.diff_high)}"
+                                 f" (standard {base:.3g}, floor {floor:.3g})", verdict=verdict))
+        late = t[(t.part == "versus-standard") & t.late.eq(True)]
+        ratios = t[(t.part == "loops") & (t.gen == 1)]
+        for size in sorted(set(late.n_synth)):
+            sims, standard = late[(late.n_synth == size) & (late.kind == "sims")], late[(late.n_synth == size)
+                                                                                     & (late.kind == "standard")]
+            best, std = sims.loc[sims["mean"].idxmin()], standard.iloc[0]
+            ratio = ratios[(ratios.n_synth == size) & (ratios.kind == "sims") & (ratios.omega == best.omega)].iloc[0]
+            std_ratio = ratios[(ratios.n_synth == size) & (ratios.kind == "standard")].iloc[0]
+            lower = best.diff_high < 0
+            verdict = ("holds" if lower and best.vs_first_low <= PREVENTS
+                       else "does not hold: SIMS slows MAD, it does not prevent it" if lower
+                       else "does not hold: SIMS above standard" if best.diff_low > 0
+                       else "not shown: the CI of SIMS − standard straddles 0")
+            rows.append(dict(
+                network=net, claim="prevention in the loop", n_synth=size, verdict=verdict,
+                madloop=f"best ω = {best.omega:g}: ratio {cell(ratio.convergence_ratio, ratio.convergence_ratio_low, ratio.convergence_ratio_high)}"
+                        f" (standard {cell(std_ratio.convergence_ratio, std_ratio.convergence_ratio_low, std_ratio.convergence_ratio_high)});"
+                        f" late E[W2] / standard's G^1 {cell(best.vs_first, best.vs_first_low, best.vs_first_high)}"
+                        f" (standard {cell(std.vs_first, std.vs_first_low, std.vs_first_high)});"
+                        f" SIMS − standard {cell(best['diff'], best.diff_low, best.diff_high)}"))
+        for d in t[t.part == "versus-size"].itertuples():
+            std = ratios[ratios.kind == "standard"].set_index("n_synth")
+            lo_, hi_ = std.loc[d.n_synth_low], std.loc[d.n_synth]
+            rows.append(dict(
+                network=net, claim="MAD grows with |S^t|", n_synth=d.n_synth,
+                madloop=f"standard's ratio {cell(lo_.convergence_ratio, lo_.convergence_ratio_low, lo_.convergence_ratio_high)}"
+                        f" at |S^t| = {d.n_synth_low:g}, {cell(hi_.convergence_ratio, hi_.convergence_ratio_low, hi_.convergence_ratio_high)}"
+                        f" at {d.n_synth:g}; late W2, {d.n_synth:g} − {d.n_synth_low:g}: {cell(d.diff, d.diff_low, d.diff_high)}",
+                verdict="holds" if d.diff_low > 0 else "does not hold" if d.diff_high < 0 else "not shown: the CI straddles 0"))
+    out = pd.DataFrame(rows)
+    return out.assign(paper=out.claim.map(PAPER))
+
+
+def write_fidelity(fid: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
+    """The fidelity table as CSV and as the README's markdown."""
+    lines = [f"E1 against the SIMS paper ({_note(p, floor=False).split('; bars')[0]}; window t = {p['window'][0]}.."
+             f"{p['window'][1]}; 95% CIs: Student t for differences, bootstrap over runs for ratios)", "",
+             "| network | claim | paper | madloop | verdict |", "|---|---|---|---|---|"]
+    for r in fid.itertuples():
+        size = "" if pd.isna(r.n_synth) else f", |S^t| = {r.n_synth:g}"
+        cells = [r.network, r.claim + size, r.paper, r.madloop, r.verdict]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # |S^t| inside a cell
+    md = out / f"{NAME}-fidelity.md"
+    md.write_text("\n".join(lines) + "\n")
+    return [write_table(fid, out, f"{NAME}-fidelity"), md]
+
+
 def configurations(p: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The paper's DDPM and one change at a time, then the first three together, bf16, and the fitting network."""
     batch, fitting = p["batch"], p["networks"]["fitting"]
@@ -170,8 +270,9 @@ def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
         run_part("configs", configs, common, jobs)[0],
         loop_table,
         versus_standard(loops, loop_results, window),
+        versus_size(loops, loop_results, window),
     ], ignore_index=True)
-    paths = [write_table(table, out, NAME)]
+    paths = [write_table(table, out, NAME)] + write_fidelity(fidelity(table), p, out)
     paths += plot_self_improvement(table, p, out) + plot_prevention(table, p, out) + plot_convergence(table, p, out)
     paths += plot_versus_standard(table, p, out) + plot_configs(table, p, out)
     return paths
