@@ -145,14 +145,19 @@ def _check_workers(**counts: int) -> None:
 
 def _run_points(out: Path, points: list[dict[str, Any]], configs: list[RunConfig], jobs: int, point_jobs: int,
                 force: bool, checkpoint_s: float) -> SweepResult:
+    paths = [point_dir(out, i) for i in range(len(configs))]
+    return SweepResult(out, points, run_points(paths, configs, jobs, point_jobs, force, checkpoint_s))
+
+
+def run_points(paths: list[Path], configs: list[RunConfig], jobs: int = 1, point_jobs: int = 1, force: bool = False,
+               checkpoint_s: float = 30.0) -> list[Result]:
+    """``run_point`` of each (path, config), ``point_jobs`` at a time, each in a worker process of its own."""
     if point_jobs == 1 or len(configs) == 1:
-        results = [run_point(point_dir(out, i), cfg, jobs, force, checkpoint_s) for i, cfg in enumerate(configs)]
-    else:
-        # Workers get an absolute path: a reused worker process may have another working directory.
-        tasks = (delayed(_run_point_in_worker)(point_dir(out, i).absolute(), cfg, registered(cfg), jobs, force,
-                                               checkpoint_s, os.getpid()) for i, cfg in enumerate(configs))
-        results = Parallel(n_jobs=min(point_jobs, len(configs)))(tasks)
-    return SweepResult(out, points, results)
+        return [run_point(path, cfg, jobs, force, checkpoint_s) for path, cfg in zip(paths, configs)]
+    # Workers get an absolute path: a reused worker process may have another working directory.
+    tasks = (delayed(_run_point_in_worker)(Path(path).absolute(), cfg, registered(cfg), jobs, force, checkpoint_s,
+                                           os.getpid()) for path, cfg in zip(paths, configs))
+    return Parallel(n_jobs=min(point_jobs, len(configs)))(tasks)
 
 
 def run_point(path: Path, cfg: RunConfig, jobs: int, force: bool, checkpoint_s: float) -> Result:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -193,8 +194,8 @@ def test_sims_images_pairs_each_sampler_with_the_base_and_with_the_controls_draw
 
 def test_a_study_interrupted_in_its_work_folder_continues_there_to_the_same_table(tmp_path, monkeypatch, capsys,
                                                                                    one_torch_thread):
-    """`madloop study NAME --work DIR`: a second call reopens the sweeps the first finished (running none of their
-    runs again), runs the rest, and writes the table of an uninterrupted study."""
+    """`madloop study NAME --work DIR`: a second call reopens the runs the first finished (running none of them
+    again), runs the rest, and writes the table of an uninterrupted study."""
     from madloop import runner
     from madloop.studies import accumulate
 
@@ -210,41 +211,39 @@ def test_a_study_interrupted_in_its_work_folder_continues_there_to_the_same_tabl
     monkeypatch.setattr(accumulate, "sweep", stop_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         run_study("accumulate", "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
-    kept = sorted((tmp_path / "work").iterdir())
-    assert len(kept) == 2 and all((k / "sweep.json").is_file() for k in kept)
+    done = set((tmp_path / "work").iterdir())
+    assert len(done) == 2 * len(STUDIES["accumulate"].scales["ci"]["loops"])  # two sweeps over the loops
 
     monkeypatch.setattr(accumulate, "sweep", real_sweep)
     real_execute, executed = runner.execute, []
-    monkeypatch.setattr(runner, "execute", lambda cfg, **kw: executed.append(cfg) or real_execute(cfg, **kw))
+    monkeypatch.setattr(runner, "execute", lambda cfg, out, **kw: executed.append(out) or real_execute(cfg, out=out, **kw))
     capsys.readouterr()
     run_study("accumulate", "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
-    total = len(list((tmp_path / "work").iterdir()))
-    assert f"its runs are kept in {total} sweep folders of {tmp_path / 'work'}" in capsys.readouterr().out
-    points = sum(len(json.loads((k / "sweep.json").read_text())["points"]) for k in kept)
-    runs = sum(len(json.loads((k / "sweep.json").read_text())["points"])
-               for k in (tmp_path / "work").iterdir() if k not in kept)
-    assert points and len(executed) == runs  # the first two sweeps' runs were reopened, not run again
+    runs = set((tmp_path / "work").iterdir())
+    assert f"its {len(runs)} runs are kept in {tmp_path / 'work'}" in capsys.readouterr().out
+    assert {Path(p).name for p in executed} == {p.name for p in runs - done}  # the finished runs were reopened
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "accumulate.csv"),
                                   pd.read_csv(tmp_path / "whole" / "accumulate.csv"))
 
 
-def test_a_work_folder_whose_record_was_changed_is_refused_in_one_line(tmp_path, one_torch_thread):
+def test_runs_in_a_work_folder_are_shared_by_config_and_a_changed_record_is_refused(tmp_path, one_torch_thread):
     from madloop.errors import MadloopError
     from madloop.studies.common import inside, sweep
 
     with inside(tmp_path) as kept:
         first = sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
-    (folder,) = kept
-    with inside(tmp_path):  # the same sweep again: reopened, same numbers
-        again = sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
-    pd.testing.assert_frame_equal(first.summary(), again.summary())
-    record = json.loads((folder / "sweep.json").read_text())
-    record["configs"][1]["lam"] = 0.7
-    (folder / "sweep.json").write_text(json.dumps(record))
+    with inside(tmp_path) as again:  # a subset of the points in another order: the same runs, reopened
+        second = sweep({"lam": [0.5, 1.0, 0.5]}, 1, gens=2, runs=2)
+    assert len(set(kept)) == 2 and again == kept[::-1] + kept[1:]
+    pd.testing.assert_frame_equal(first.results[1].table, second.results[0].table)
+    config = kept[1] / "config.json"
+    meta = json.loads(config.read_text())
+    meta["config"]["lam"] = 0.7
+    config.write_text(json.dumps(meta))
     with inside(tmp_path), pytest.raises(MadloopError, match="records other settings.*remove"):
         sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
-    (folder / "sweep.json").write_text('{"points": [')  # truncated
-    with inside(tmp_path), pytest.raises(MadloopError, match="corrupted.*remove"):
+    config.write_text('{"format": 1, "config": {')  # truncated
+    with inside(tmp_path), pytest.raises(MadloopError, match="remove"):
         sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
 
 

@@ -66,7 +66,7 @@ def run_study(name: str, scale: str = "cpu", out: str | Path = "figures", jobs: 
         paths = study.make(study.scales[scale], out, jobs)
     print(f"study {name} ({scale}) took {time.perf_counter() - start:.0f} s")
     if work is not None:
-        print(f"its runs are kept in {len(kept)} sweep folders of {work}" if kept else
+        print(f"its {len(set(kept))} runs are kept in {work}" if kept else
               f"study {name} runs no sweeps, so {work} keeps nothing: an interrupted run starts again")
     return paths
 

@@ -3,10 +3,11 @@
 Studies keep the *summary* of their runs (per point, metric and generation: mean, standard error, 95% CI,
 MAD ratio; see ``madloop.results``), not the per-run rows: that is what their figures show, and it stays
 small enough to commit. The sweep's run directories live in a scratch folder that is removed afterwards,
-unless the study runs ``inside(work)``: then each sweep keeps its run directories in a folder of ``work`` named
-after a hash of its resolved configs, and running the study again with the same ``work`` reopens finished runs,
-resumes interrupted ones from their last checkpoint and runs the rest (`madloop study NAME --work DIR`). Keyed
-random streams make the numbers the same as in one go.
+unless the study runs ``inside(work)``: then each run keeps its directory in ``work``, named after a hash of
+its resolved config, and running the study again with the same ``work`` reopens finished runs, resumes
+interrupted ones from their last checkpoint and runs the rest (`madloop study NAME --work DIR`); a study that
+shares runs with another (a subset of its points, another scale) reuses them. Keyed random streams make the
+numbers the same as in one go.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import madloop
 from madloop.config import resolve
 from madloop.errors import MadloopError
 from madloop.plots import LOOP_LABELS  # noqa: F401  (the studies' loop names, re-exported)
-from madloop.sweep import SWEEP, SweepResult, points_of, resume_sweep
+from madloop import store
+from madloop.sweep import SweepResult, points_of, run_points
 
 _inside: list[tuple[Path, list[Path]]] = []  # (work, the sweep folders kept in it) of the ``inside`` blocks
 
@@ -60,21 +62,28 @@ def inside(work: str | Path | None):
 
 
 def _kept_sweep(work: Path, kept: list[Path], axes, jobs: int, settings: Mapping[str, Any]) -> SweepResult:
-    """The sweep of ``axes`` on top of ``settings`` in its folder of ``work``: run, resumed, or reopened."""
-    configs = [resolve({**settings, **p}).to_dict() for p in points_of(axes)]
-    key = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()[:16]
-    folder = work / f"sweep-{key}"
-    kept.append(folder)
-    if not (folder / SWEEP).is_file():
-        return madloop.sweep(axes, out=folder, point_jobs=jobs, **settings)
-    try:
-        recorded = json.loads((folder / SWEEP).read_text())["configs"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise MadloopError(f"{folder / SWEEP} is corrupted ({err}); remove {folder} to run its sweep again") from None
-    if json.loads(json.dumps(configs, default=list)) != recorded:
-        raise MadloopError(f"{folder / SWEEP} records other settings than the sweep its folder is named after "
-                           f"(edited?); remove {folder} to run its sweep again")
-    return resume_sweep(folder, point_jobs=jobs)
+    """The sweep of ``axes`` on top of ``settings`` with each run in its folder of ``work``, named after a hash of
+    its resolved config: run, resumed, or reopened. Any study that runs the same config shares that run."""
+    points = points_of(axes)
+    configs = [resolve({**settings, **p}) for p in points]
+    paths = [work / f"run-{hashlib.sha256(_json(c.to_dict()).encode()).hexdigest()[:16]}" for c in configs]
+    for path, cfg in zip(paths, configs):
+        if store.is_run_dir(path):
+            try:
+                recorded = store.read_meta(path)["config"]
+            except MadloopError as err:
+                raise MadloopError(f"{err}; remove {path} to run it again") from None
+            if json.loads(_json(recorded)) != json.loads(_json(cfg.to_dict())):
+                raise MadloopError(f"{path} records other settings than the run its folder is named after (edited?); "
+                                   f"remove {path} to run it again")
+    kept += paths
+    unique = dict(zip(paths, configs))  # one run for points that resolve to the same config
+    results = dict(zip(unique, run_points(list(unique), list(unique.values()), point_jobs=jobs)))
+    return SweepResult(work, points, [results[path] for path in paths])
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=list)
 
 
 def columns_first(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
