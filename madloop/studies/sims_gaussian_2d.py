@@ -243,14 +243,15 @@ def write_fidelity(fid: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[P
 
 
 def configurations(p: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The paper's DDPM and one change at a time, then the first three together, bf16, and the fitting network."""
-    batch, fitting = p["batch"], p["networks"]["fitting"]
+    """The paper's DDPM and one change at a time, then the first three together, bf16, and the fitting network
+    (when the study runs it)."""
+    batch, fitting = p["batch"], p["networks"].get("fitting")
     return [dict(config="default (paper network)"), dict(config=f"batch {batch}", batch=batch),
             dict(config="standardised data", standardize=True), dict(config="sinusoidal time", time_embedding="sinusoidal"),
             dict(config="all three", batch=batch, standardize=True, time_embedding="sinusoidal"),
-            dict(config="bf16", dtype="bfloat16"),
+            dict(config="bf16", dtype="bfloat16")] + ([] if fitting is None else [
             dict(config=f"fitting network (lr {fitting.get('lr', 1e-3):g}, {fitting['epochs']} epochs)",
-                 **{k: v for k, v in fitting.items() if k != "aux_epochs"})]
+                 **{k: v for k, v in fitting.items() if k != "aux_epochs"})])
 
 
 def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
