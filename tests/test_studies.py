@@ -1,6 +1,7 @@
 """Every registered study runs end to end at its ci scale; the science the studies rely on, on known answers."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,12 @@ def test_runs_in_a_work_folder_are_shared_by_config_and_a_changed_record_is_refu
     config.write_text('{"format": 1, "config": {')  # truncated
     with inside(tmp_path), pytest.raises(MadloopError, match="remove"):
         sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
+    for f in kept[1].iterdir():  # a foreign folder in the way: refused, and left as it was
+        f.unlink() if f.is_file() else shutil.rmtree(f)
+    (kept[1] / "mine.txt").write_text("precious")
+    with inside(tmp_path), pytest.raises(MadloopError, match="holds files but no run; move them away"):
+        sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
+    assert [f.name for f in kept[1].iterdir()] == ["mine.txt"]
 
 
 def test_a_study_without_sweeps_says_its_work_folder_keeps_nothing(tmp_path, capsys, one_torch_thread):

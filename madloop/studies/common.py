@@ -68,6 +68,8 @@ def _kept_sweep(work: Path, kept: list[Path], axes, jobs: int, settings: Mapping
     configs = [resolve({**settings, **p}) for p in points]
     paths = [work / f"run-{hashlib.sha256(_json(c.to_dict()).encode()).hexdigest()[:16]}" for c in configs]
     for path, cfg in zip(paths, configs):
+        if path.is_dir() and any(path.iterdir()) and not store.is_run_dir(path):
+            raise MadloopError(f"{path} holds files but no run; move them away so that the study can run there")
         if store.is_run_dir(path):
             try:
                 recorded = store.read_meta(path)["config"]
