@@ -311,3 +311,38 @@ def test_e1_fidelity_marks_each_claim_by_its_paired_intervals(first, late, vs_fi
     md = e1.write_fidelity(fid, p, tmp_path)[1].read_text().splitlines()
     rows = [line for line in md if line.startswith("| paper")]
     assert len(rows) == 4 and all(line.replace("\\|", "").count("|") == 6 for line in rows)  # |S^t| escaped
+
+
+def test_sims_images_runs_a_subset_of_kinds_to_the_same_numbers(one_torch_thread):
+    """Keyed streams: the decoder-only kind alone gives the values it has beside every other kind, and the base's
+    too, so a new kind can be added to committed raw rows without rerunning the others."""
+    from madloop.studies import sims_images
+
+    p = dict(STUDIES["sims-images"].scales["ci"], runs=1)
+    whole, _ = sims_images.run_groups(p, 1)
+    part, _ = sims_images.run_groups(dict(p, kinds=("decoder",)), 1)
+    assert set(part.kind) == {"floor", "base", "decoder"} and set(whole.kind) == {"floor", "base", *sims_images.KINDS}
+    pd.testing.assert_frame_equal(part.reset_index(drop=True),
+                                  whole[whole.kind.isin(part.kind)].reset_index(drop=True))
+    decoder, sims = (whole[whole.kind == k].fid.to_numpy() for k in ("decoder", "sims"))
+    assert not np.allclose(decoder, sims)  # a different auxiliary model, not SIMS's again
+
+
+def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch_thread):
+    """Paired draws mean common random numbers: guidance of strength 0 is the base itself, so on the same noise
+    and labels every kind at omega = 0 reproduces the base's FID on every run and draw (a shared, advancing
+    stream would hand each sampler fresh noise instead)."""
+    from madloop.studies import sims_images, sims_pollution, sims_shift
+
+    p = dict(STUDIES["sims-images"].scales["ci"], runs=1, omegas=(0.0,), kinds=("sims", "decoder", "autoguidance"))
+    raw, _ = sims_images.run_groups(p, 1)
+    fid = raw.set_index(["kind", "run", "draw"]).fid
+    for kind in p["kinds"]:
+        np.testing.assert_array_equal(fid[kind].to_numpy(), fid["base"].to_numpy())
+    rows = pd.DataFrame(sims_pollution.group_rows(dict(STUDIES["sims-pollution"].scales["ci"], omegas=(0.0,)), range(0, 1)))
+    by = rows.set_index(["kind", "pollution", "run", "draw"]).fid
+    np.testing.assert_array_equal(by["SIMS"].to_numpy(), by["ST"].to_numpy())
+    shift = sims_shift.rows_of(dict(STUDIES["sims-shift"].scales["ci"], omegas=(0.0,)))
+    base = shift[shift.kind == "base"].drop(columns=["kind", "omega"]).reset_index(drop=True)
+    for kind in ("sims", "shift"):
+        pd.testing.assert_frame_equal(shift[shift.kind == kind].drop(columns=["kind", "omega"]).reset_index(drop=True), base)

@@ -3,8 +3,10 @@ and below two controls that guide the same way without SIMS's synthetic-data sig
 a curated S move the class mix toward a target?
 
 Per group of runs (each run: its own D_r, base U-Net, auxiliary models, noise): the base trains on D_r; for
-each budget B (images seen) four auxiliary models guide it negatively, (1 + omega) D_base - omega D_aux:
+each budget B (images seen) five auxiliary models guide it negatively, (1 + omega) D_base - omega D_aux:
 - ``sims``: the base fine-tuned on n_aux of its own samples S (madloop.sims.SIMS);
+- ``decoder``: the same fine-tune on the same S, of the decoder half only (``aux_decoder_only``): guided
+  sampling then runs the shared encoder once for both models. Does the cheaper auxiliary guide as well?
 - ``real``: the real-data control, the base fine-tuned on n_aux images of D_r for the same B;
 - ``autoguidance``: a copy trained from scratch on D_r for B images only (madloop.sims.Autoguidance);
 - ``shift`` (E6): the base fine-tuned on S curated to the complement of the target class mix (classes 0-4
@@ -47,12 +49,13 @@ NAME = "sims-images"
 SEED = 0
 KINDS = {
     "sims": "SIMS (copy fine-tuned on its own samples S)",
+    "decoder": "SIMS, decoder-only fine-tune (shared encoder)",
     "real": "real-data control (copy fine-tuned on D_r)",
     "autoguidance": "autoguidance (copy trained from scratch for B)",
     "shift": "E6: copy fine-tuned on S curated to 30/70",
 }
 TARGET = (0.7, 0.3)  # E6: the target share of classes 0-4 and 5-9; S is curated to its complement
-COLORS = {"sims": "C3", "real": "C0", "autoguidance": "C2", "shift": "C4"}
+COLORS = {"sims": "C3", "decoder": "C1", "real": "C0", "autoguidance": "C2", "shift": "C4"}
 
 
 def low_group(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -61,16 +64,25 @@ def low_group(labels: np.ndarray, classes: int) -> np.ndarray:
 
 
 def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net) -> dict:
-    """(kind, B) -> auxiliary model, every kind at every budget; S is the same set for every budget."""
-    out = {}
-    s_big = base.sample(4 * p["n_aux"], train.child("shift-candidates"))  # E6: candidates for the curated S
-    groups = low_group(net.classify(s_big.x.reshape(-1, *s_big.item_shape)).reshape(s_big.x.shape[:2]), 10)
-    shifted = s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
+    """(kind, B) -> auxiliary model, every kind of ``p["kinds"]`` (default: all) at every budget; S is the same
+    set for every budget and for sims and decoder. Keyed streams make each kind's models the same whichever
+    other kinds run."""
+    kinds, out = p.get("kinds", tuple(KINDS)), {}
+    if "shift" in kinds:
+        s_big = base.sample(4 * p["n_aux"], train.child("shift-candidates"))  # E6: candidates for the curated S
+        groups = low_group(net.classify(s_big.x.reshape(-1, *s_big.item_shape)).reshape(s_big.x.shape[:2]), 10)
+        shifted = s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
+    make_aux = {
+        "sims": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, train),
+        "decoder": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_decoder_only=True).auxiliary(spec, base, train),
+        "real": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, train, real),
+        "autoguidance": lambda b: Autoguidance(aux_images=b).auxiliary(spec, real, train),
+        "shift": lambda b: spec.finetune(base, shifted, train.child(Role.AUX_FIT), b),
+    }
     for b in p["budgets"]:
-        out["sims", b] = SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, train)
-        out["real", b] = SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, train, real)
-        out["autoguidance", b] = Autoguidance(aux_images=b).auxiliary(spec, real, train)
-        out["shift", b] = spec.finetune(base, shifted, train.child(Role.AUX_FIT), b)
+        for kind in KINDS:
+            if kind in kinds:
+                out[kind, b] = make_aux[kind](b)
     return out
 
 
@@ -102,13 +114,15 @@ def group_rows(p: Mapping[str, Any], runs: range) -> tuple[list[dict], dict]:
             pictures[kind, budget, omega] = x[0, : p["grid"]]
 
     for draw in range(p["draws"]):
-        rng = streams.at(1 + draw, Role.EVAL)  # the same noise and labels for every sampler of this draw
+        # The same noise and labels for every sampler of this draw: a new stream object each, since a stream
+        # advances with every draw from it.
+        rng = lambda: streams.at(1 + draw, Role.EVAL)  # noqa: E731
         floor = src.sample(p["n_eval"], streams.at(1 + draw, "floor"))  # held-out real images: the floor
         record("floor", 0, 0.0, draw, floor.x)
-        record("base", 0, 0.0, draw, base.sample(p["n_eval"], rng).x)
+        record("base", 0, 0.0, draw, base.sample(p["n_eval"], rng()).x)
         for (kind, budget), model in aux.items():
             for omega in p["omegas"]:
-                record(kind, budget, omega, draw, spec.guided(base, model, omega).sample(p["n_eval"], rng).x)
+                record(kind, budget, omega, draw, spec.guided(base, model, omega).sample(p["n_eval"], rng()).x)
     return rows, pictures
 
 
@@ -149,7 +163,8 @@ def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(ME
     return pd.DataFrame(rows)
 
 
-def versus(raw: pd.DataFrame, kind: str = "sims", controls=("real", "autoguidance"), metric: str = "fid") -> pd.DataFrame:
+def versus(raw: pd.DataFrame, kind: str = "sims", controls=("real", "autoguidance", "decoder"),
+           metric: str = "fid") -> pd.DataFrame:
     """``kind`` against each control at the same budget and omega, paired on the same run and draw (the same
     base, noise and labels): per run the mean over draws of kind - control, its mean over runs and 95% Student-t
     CI (columns budget, omega, control, metric, n, diff, diff_lo, diff_hi; below 0: ``kind`` is better)."""
@@ -174,7 +189,7 @@ def plot_fid(table: pd.DataFrame, against: pd.DataFrame, p: Mapping[str, Any], o
     bottom: SIMS minus each control, paired (``versus``)."""
     budgets = p["budgets"]
     fid = table[table.metric == "fid"]
-    guided = fid[fid.kind.isin(["sims", "real", "autoguidance"])]
+    guided = fid[fid.kind.isin(["sims", "decoder", "real", "autoguidance"])]
     fig, axes = plt.subplots(3, len(budgets), figsize=(4.4 * len(budgets), 9.6), squeeze=False, sharex=True)
     first, base, floor = fid.iloc[0], value(table, "base"), value(table, "floor")
     for j, b in enumerate(budgets):
@@ -247,17 +262,26 @@ def plot_grid(pictures: dict, table: pd.DataFrame, p: Mapping[str, Any], out: Pa
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     p = dict(params)
+    raw, pictures = run_groups(p, jobs)
+    return write_outputs(raw, pictures, p, out)
+
+
+def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
+    """Every group of runs, ``jobs`` at a time: the raw (kind, B, omega, run, draw) rows and run 0's grids."""
     group = p["unet"].get("runs_per_pass", 4)
     chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
     parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c) for c in chunks)
-    raw = pd.DataFrame([row for rows, _ in parts for row in rows])
-    pictures = {k: v for _, pics in parts for k, v in pics.items()}
+    return pd.DataFrame([row for rows, _ in parts for row in rows]), {k: v for _, pics in parts for k, v in pics.items()}
+
+
+def write_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: Path) -> list[Path]:
+    """The tables and figures of the raw rows; the grid of samples only when ``pictures`` has them."""
     table = columns_first(paired(raw).assign(data=p["data"], n_real=p["n_real"], n_aux=p["n_aux"]),
                           ["data", "kind", "budget", "omega", "n_real", "n_aux", "metric"])
     against = versus(raw).assign(data=p["data"])
     return [write_table(table, out, NAME), write_table(against, out, f"{NAME}-versus"),
             write_table(raw.assign(data=p["data"]), out, f"{NAME}-raw"), *plot_fid(table, against, p, out),
-            *plot_shift(table, p, out), *plot_grid(pictures, table, p, out)]
+            *plot_shift(table, p, out), *(plot_grid(pictures, table, p, out) if pictures else [])]
 
 
 register(Study(

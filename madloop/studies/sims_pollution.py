@@ -53,13 +53,13 @@ def group_rows(p: Mapping[str, Any], runs: range) -> list[dict]:
             model = spec.fit(polluted, train.child(Role.FIT))
         aux = sims.auxiliary(spec, model, train)
         for draw in range(p["draws"]):
-            rng = streams.at(1 + draw, Role.EVAL)
             samplers = [("ST", 0.0, model)] + [("SIMS", w, spec.guided(model, aux, w)) for w in p["omegas"]]
             if m == 0:
                 samplers.append(("floor", 0.0, None))
             for kind, omega, sampler in samplers:
                 x = (src.sample(p["n_eval"], streams.at(1 + draw, "floor")) if sampler is None
-                     else sampler.sample(p["n_eval"], rng)).x
+                     else sampler.sample(p["n_eval"], streams.at(1 + draw, Role.EVAL))).x  # a new stream object each:
+                # the same noise and labels for every sampler of this draw (a stream advances with every draw)
                 fid, _ = measure(x, net, psi)
                 rows += [dict(kind=kind, pollution=m, omega=omega, run=r, draw=draw, fid=f) for r, f in zip(runs, fid)]
     return rows

@@ -63,13 +63,13 @@ def rows_of(p: Mapping[str, Any]) -> pd.DataFrame:
            for kind, shares in (("shift", TARGET[::-1]), ("sims", None))}
     rows = []
     for draw in range(p["draws"]):
-        rng = streams.at(1 + draw, Role.EVAL)
         samplers = [("floor", 0.0, lambda r: source.sample(p["n_eval"], streams.at(1 + draw, "floor"))),
                     ("base", 0.0, lambda r: base.sample(p["n_eval"], r))]
         samplers += [(kind, w, lambda r, m=model, w=w: spec.guided(base, m, w).sample(p["n_eval"], r))
                      for kind, model in aux.items() for w in p["omegas"]]
         for kind, omega, draw_samples in samplers:
-            x = draw_samples(rng).x
+            x = draw_samples(streams.at(1 + draw, Role.EVAL)).x  # a new stream object per sampler: the same noise
+            # for every sampler of this draw (a stream advances with every draw from it)
             rows += [dict(kind=kind, omega=omega, draw=draw, **m) for m in measure(x, source, refs)]
     return pd.DataFrame(rows)
 
