@@ -346,3 +346,19 @@ def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch
     base = shift[shift.kind == "base"].drop(columns=["kind", "omega"]).reset_index(drop=True)
     for kind in ("sims", "shift"):
         pd.testing.assert_frame_equal(shift[shift.kind == kind].drop(columns=["kind", "omega"]).reset_index(drop=True), base)
+
+
+def test_sims_pollution_pairs_simsp_with_the_polluted_standard_model():
+    from madloop.studies.sims_pollution import summarise
+
+    rows = []
+    for run in range(3):
+        for draw in range(2):
+            level = run + 5 * draw
+            for m, worse in ((0, 0.0), (100, 0.3)):
+                rows += [dict(kind="ST", pollution=m, omega=0.0, run=run, draw=draw, fid=level + 1 + worse),
+                         dict(kind="SIMS", pollution=m, omega=0.5, run=run, draw=draw, fid=level + 0.9 + worse)]
+    table = summarise(pd.DataFrame(rows)).set_index(["kind", "pollution"])
+    assert table.loc[("SIMS", 100), "diff"] == pytest.approx(0.2)  # against the clean ST-I
+    assert table.loc[("SIMS", 100), "diff_own"] == pytest.approx(-0.1)  # against ST-P: SIMS helps it
+    assert table.loc[("ST", 100), "diff_own"] == 0 and table.loc[("ST", 100), "diff"] == pytest.approx(0.3)

@@ -6,7 +6,8 @@ its own images; a polluted model trains on D_r + D_p (ST-P, one per pollution si
 SIMS auxiliary (the copy fine-tuned on n_aux of its own samples for B images) and samples with guidance
 omega (SIMS-I, SIMS-P). Every sampler draws ``draws`` paired sets (the same noise and labels); FID per run and
 draw against held-out real images, means over runs with 95% Student-t CIs, and the paired difference to
-ST-I (the clean standard model), beside the real-data floor.
+ST-I (the clean standard model) and to the standard model of the same pollution (SIMS-P - ST-P: ``diff_own``),
+beside the real-data floor; ``sims-pollution-raw.csv`` keeps every (kind, m, omega, run, draw) value.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def group_rows(p: Mapping[str, Any], runs: range) -> list[dict]:
 
 
 def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     floor = table[table.kind == "floor"]["mean"].item()
     for (kind, omega), rows in table[table.kind != "floor"].groupby(["kind", "omega"], sort=False):
         label = "standard (ST)" if kind == "ST" else f"SIMS, omega = {omega:g}"
@@ -74,10 +75,16 @@ def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
         for ax, (y, lo, hi) in zip(axes, (("mean", "ci_low", "ci_high"), ("diff", "diff_lo", "diff_hi"))):
             ax.plot(rows.pollution, rows[y], "o-", label=label, **style)
             ax.fill_between(rows.pollution, rows[lo], rows[hi], alpha=0.15, color=style["color"])
+    for omega, rows in table[table.kind == "SIMS"].groupby("omega", sort=False):
+        style = dict(color=COLORS["SIMS"], alpha=1.0 if omega == max(p["omegas"]) else 0.55)
+        axes[2].plot(rows.pollution, rows.diff_own, "o-", label=f"SIMS, omega = {omega:g}", **style)
+        axes[2].fill_between(rows.pollution, rows.diff_own_lo, rows.diff_own_hi, alpha=0.15, color=style["color"])
     axes[0].axhline(floor, color="k", ls=":", lw=1, label="real-data floor")
-    axes[1].axhline(0, color="k", lw=1)
+    for ax in axes[1:]:
+        ax.axhline(0, color="k", lw=1)
     axes[0].set_ylabel("FID (feature network; 95% CI)")
     axes[1].set_ylabel("FID - clean standard FID (paired)")
+    axes[2].set_ylabel("SIMS FID - standard FID of the same model\n(paired; below 0: SIMS helps it)")
     for ax in axes:
         ax.set_xlabel("|D_p|: synthetic images mixed into the real set")
     axes[0].legend(fontsize=7)
@@ -94,11 +101,22 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
     raw = pd.DataFrame([row for rows in Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c)
                                                                               for c in chunks) for row in rows])
-    summary = paired(raw, keys=("kind", "pollution", "omega"), metrics=("fid",),
-                     base="kind == 'ST' and pollution == 0")
-    table = columns_first(summary.assign(data=p["data"], n_real=p["n_real"], budget=p["budget"]),
+    table = columns_first(summarise(raw).assign(data=p["data"], n_real=p["n_real"], budget=p["budget"]),
                           ["data", "kind", "pollution", "omega", "n_real", "budget", "metric"])
-    return [write_table(table, out, NAME), *plot(table, p, out)]
+    return [write_table(table, out, NAME), write_table(raw.assign(data=p["data"]), out, f"{NAME}-raw"),
+            *plot(table, p, out)]
+
+
+def summarise(raw: pd.DataFrame) -> pd.DataFrame:
+    """``paired``'s table against ST-I (``diff``), with the paired difference to the standard model of the same
+    pollution size beside it (``diff_own``: SIMS-P - ST-P, the same model, run and draw; does SIMS help the
+    polluted model itself?)."""
+    keys = ("kind", "pollution", "omega")
+    table = paired(raw, keys=keys, metrics=("fid",), base="kind == 'ST' and pollution == 0")
+    own = pd.concat([paired(g, keys=keys, metrics=("fid",), base="kind == 'ST'")
+                     for m, g in raw[raw.kind != "floor"].groupby("pollution")])
+    own = own[[*keys, "diff", "diff_lo", "diff_hi"]].rename(columns=lambda c: c.replace("diff", "diff_own"))
+    return table.merge(own, on=list(keys), how="left")
 
 
 register(Study(
