@@ -186,23 +186,24 @@ def fidelity(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for net in dict.fromkeys(table.network.dropna()):
         t = table[table.network == net]
+        ratios = t[(t.part == "loops") & (t.gen == 1)].set_index(["kind", "n_synth", "omega"])  # one row per arm
+
+        # Self-improvement at generation 1.
         first = t[(t.part == "gen1-versus-standard") & (t.kind == "sims") & (t.gen == 1)]
         floor = t[(t.part == "self-improvement") & (t.gen == 0)]["mean"].mean()
         base = t[(t.part == "self-improvement") & (t.kind == "standard") & (t.gen == 1)]["mean"].iloc[0]
         best = first.loc[first["diff"].idxmin()]
         verdict = ("holds" if best.diff_high < 0 else "does not hold: every ω > 0 worse" if (first.diff_low > 0).all()
                    else "not shown: the CI straddles 0")
-        rows.append(dict(network=net, claim="self-improvement at generation 1", n_synth=np.nan,
-                         madloop=f"best ω = {best.omega:g}: SIMS − standard {cell(best['diff'], best.diff_low, best.diff_high)}"
-                                 f" (standard {base:.3g}, floor {floor:.3g})", verdict=verdict))
+        rows.append(dict(network=net, claim="self-improvement at generation 1", n_synth=np.nan, verdict=verdict,
+                         madloop=f"best ω = {best.omega:g}: SIMS − standard {_cell(best, 'diff')} (standard "
+                                 f"{base:.3g}, floor {floor:.3g})"))
+
+        # Prevention in the loop, per |S|: the SIMS arm with the lowest late W2 against standard training.
         late = t[(t.part == "versus-standard") & t.late.eq(True)]
-        ratios = t[(t.part == "loops") & (t.gen == 1)]
         for size in sorted(set(late.n_synth)):
-            sims, standard = late[(late.n_synth == size) & (late.kind == "sims")], late[(late.n_synth == size)
-                                                                                     & (late.kind == "standard")]
-            best, std = sims.loc[sims["mean"].idxmin()], standard.iloc[0]
-            ratio = ratios[(ratios.n_synth == size) & (ratios.kind == "sims") & (ratios.omega == best.omega)].iloc[0]
-            std_ratio = ratios[(ratios.n_synth == size) & (ratios.kind == "standard")].iloc[0]
+            sims = late[(late.n_synth == size) & (late.kind == "sims")]
+            best, std = sims.loc[sims["mean"].idxmin()], late[(late.n_synth == size) & (late.kind == "standard")].iloc[0]
             lower = best.diff_high < 0
             verdict = ("holds" if lower and best.vs_first_low <= PREVENTS
                        else "does not hold: SIMS slows MAD, it does not prevent it" if lower
@@ -210,22 +211,27 @@ def fidelity(table: pd.DataFrame) -> pd.DataFrame:
                        else "not shown: the CI of SIMS − standard straddles 0")
             rows.append(dict(
                 network=net, claim="prevention in the loop", n_synth=size, verdict=verdict,
-                madloop=f"best ω = {best.omega:g}: ratio {cell(ratio.convergence_ratio, ratio.convergence_ratio_low, ratio.convergence_ratio_high)}"
-                        f" (standard {cell(std_ratio.convergence_ratio, std_ratio.convergence_ratio_low, std_ratio.convergence_ratio_high)});"
-                        f" late E[W2] / standard's G^1 {cell(best.vs_first, best.vs_first_low, best.vs_first_high)}"
-                        f" (standard {cell(std.vs_first, std.vs_first_low, std.vs_first_high)});"
-                        f" SIMS − standard {cell(best['diff'], best.diff_low, best.diff_high)}"))
-        for d in t[t.part == "versus-size"].itertuples():
-            std = ratios[ratios.kind == "standard"].set_index("n_synth")
-            lo_, hi_ = std.loc[d.n_synth_low], std.loc[d.n_synth]
+                madloop=f"best ω = {best.omega:g}: ratio {_cell(ratios.loc['sims', size, best.omega], 'convergence_ratio')}"
+                        f" (standard {_cell(ratios.loc['standard', size, 0.0], 'convergence_ratio')}); late E[W2] / "
+                        f"standard's G^1 {_cell(best, 'vs_first')} (standard {_cell(std, 'vs_first')}); SIMS − standard "
+                        f"{_cell(best, 'diff')}"))
+
+        # MAD grows with |S|: the standard arm at the largest |S| against the smallest, run by run.
+        for d in t[t.part == "versus-size"].itertuples(index=False):
+            small, large = (ratios.loc["standard", n, 0.0] for n in (d.n_synth_low, d.n_synth))
+            verdict = "holds" if d.diff_low > 0 else "does not hold" if d.diff_high < 0 else "not shown: the CI straddles 0"
             rows.append(dict(
-                network=net, claim="MAD grows with |S^t|", n_synth=d.n_synth,
-                madloop=f"standard's ratio {cell(lo_.convergence_ratio, lo_.convergence_ratio_low, lo_.convergence_ratio_high)}"
-                        f" at |S^t| = {d.n_synth_low:g}, {cell(hi_.convergence_ratio, hi_.convergence_ratio_low, hi_.convergence_ratio_high)}"
-                        f" at {d.n_synth:g}; late W2, {d.n_synth:g} − {d.n_synth_low:g}: {cell(d.diff, d.diff_low, d.diff_high)}",
-                verdict="holds" if d.diff_low > 0 else "does not hold" if d.diff_high < 0 else "not shown: the CI straddles 0"))
+                network=net, claim="MAD grows with |S^t|", n_synth=d.n_synth, verdict=verdict,
+                madloop=f"standard's ratio {_cell(small, 'convergence_ratio')} at |S^t| = {d.n_synth_low:g}, "
+                        f"{_cell(large, 'convergence_ratio')} at {d.n_synth:g}; late W2, {d.n_synth:g} − "
+                        f"{d.n_synth_low:g}: {_cell(d._asdict(), 'diff')}"))
     out = pd.DataFrame(rows)
     return out.assign(paper=out.claim.map(PAPER))
+
+
+def _cell(row: Mapping[str, Any], name: str) -> str:
+    """``cell`` of the value ``name`` of a table row and its interval (``name``_low, ``name``_high)."""
+    return cell(row[name], row[f"{name}_low"], row[f"{name}_high"])
 
 
 def write_fidelity(fid: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
