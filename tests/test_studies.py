@@ -313,21 +313,6 @@ def test_e1_fidelity_marks_each_claim_by_its_paired_intervals(first, late, vs_fi
     assert len(rows) == 4 and all(line.replace("\\|", "").count("|") == 6 for line in rows)  # |S^t| escaped
 
 
-def test_sims_images_runs_a_subset_of_kinds_to_the_same_numbers(one_torch_thread):
-    """Keyed streams: the decoder-only kind alone gives the values it has beside every other kind, and the base's
-    too, so a new kind can be added to committed raw rows without rerunning the others."""
-    from madloop.studies import sims_images
-
-    p = dict(STUDIES["sims-images"].scales["ci"], runs=1)
-    whole, _ = sims_images.run_groups(p, 1)
-    part, _ = sims_images.run_groups(dict(p, kinds=("decoder",)), 1)
-    assert set(part.kind) == {"floor", "base", "decoder"} and set(whole.kind) == {"floor", "base", *sims_images.KINDS}
-    pd.testing.assert_frame_equal(part.reset_index(drop=True),
-                                  whole[whole.kind.isin(part.kind)].reset_index(drop=True))
-    decoder, sims = (whole[whole.kind == k].fid.to_numpy() for k in ("decoder", "sims"))
-    assert not np.allclose(decoder, sims)  # a different auxiliary model, not SIMS's again
-
-
 def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch_thread):
     """Paired draws mean common random numbers: guidance of strength 0 is the base itself, so on the same noise
     and labels every kind at omega = 0 reproduces the base's FID on every run and draw (a shared, advancing
@@ -339,6 +324,10 @@ def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch
     fid = raw.set_index(["kind", "run", "draw"]).fid
     for kind in p["kinds"]:
         np.testing.assert_array_equal(fid[kind].to_numpy(), fid["base"].to_numpy())
+    # Keyed streams: a subset of the kinds gives the same values, so a new kind can join committed raw rows.
+    alone, _ = sims_images.run_groups(dict(p, kinds=("decoder",)), 1)
+    assert set(alone.kind) == {"floor", "base", "decoder"}
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), raw[raw.kind.isin(alone.kind)].reset_index(drop=True))
     rows = pd.DataFrame(sims_pollution.group_rows(dict(STUDIES["sims-pollution"].scales["ci"], omegas=(0.0,)), range(0, 1)))
     by = rows.set_index(["kind", "pollution", "run", "draw"]).fid
     np.testing.assert_array_equal(by["SIMS"].to_numpy(), by["ST"].to_numpy())
