@@ -319,12 +319,15 @@ def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch
     stream would hand each sampler fresh noise instead)."""
     from madloop.studies import sims_images, sims_pollution, sims_shift
 
-    p = dict(STUDIES["sims-images"].scales["ci"], runs=1, omegas=(0.0,), kinds=("sims", "decoder", "autoguidance"))
+    p = dict(STUDIES["sims-images"].scales["ci"], runs=1, omegas=(0.0, 0.5), kinds=("sims", "decoder", "autoguidance"))
     raw, _ = sims_images.run_groups(p, 1)
-    fid = raw.set_index(["kind", "run", "draw"]).fid
+    fid = raw[raw.omega == 0].set_index(["kind", "run", "draw"]).fid
     for kind in p["kinds"]:
         np.testing.assert_array_equal(fid[kind].to_numpy(), fid["base"].to_numpy())
-    # Keyed streams: a subset of the kinds gives the same values, so a new kind can join committed raw rows.
+    guided = raw[raw.omega == 0.5].set_index(["kind", "run", "draw"]).fid
+    assert not np.allclose(guided["decoder"], guided["sims"])  # another auxiliary model, not SIMS's again
+    # Keyed streams: a subset of the kinds gives the same values (omega 0.5 too), so a new kind can join
+    # committed raw rows.
     alone, _ = sims_images.run_groups(dict(p, kinds=("decoder",)), 1)
     assert set(alone.kind) == {"floor", "base", "decoder"}
     pd.testing.assert_frame_equal(alone.reset_index(drop=True), raw[raw.kind.isin(alone.kind)].reset_index(drop=True))
