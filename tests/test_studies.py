@@ -259,6 +259,16 @@ def test_a_study_without_sweeps_says_its_work_folder_keeps_nothing(tmp_path, cap
     assert "runs no sweeps, so" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["accumulate", "sims-shift"])
+def test_a_work_folder_that_is_a_file_is_refused_before_anything_runs(name, tmp_path):
+    from madloop.errors import MadloopError
+
+    (tmp_path / "work").write_text("mine")
+    with pytest.raises(MadloopError, match="work folder .* is a file"):
+        run_study(name, "ci", tmp_path / "out", jobs=1, work=tmp_path / "work")
+    assert (tmp_path / "work").read_text() == "mine" and not (tmp_path / "out").exists()
+
+
 def test_e1_versus_size_pairs_the_standard_arm_across_sizes_over_the_window(tmp_path):
     from madloop.studies import sims_gaussian_2d as e1
 
@@ -338,6 +348,68 @@ def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch
     base = shift[shift.kind == "base"].drop(columns=["kind", "omega"]).reset_index(drop=True)
     for kind in ("sims", "shift"):
         pd.testing.assert_frame_equal(shift[shift.kind == kind].drop(columns=["kind", "omega"]).reset_index(drop=True), base)
+
+
+def test_an_image_study_killed_in_its_work_folder_resumes_from_its_last_stage(tmp_path, monkeypatch,
+                                                                            one_torch_thread):
+    """sims-images keeps its stages (the base, each auxiliary, each draw) in the work folder: killed before its
+    last draw, it resumes without training anything again and writes the rows and grids of one go; a damaged
+    stage is refused with its path."""
+    from madloop.errors import MadloopError
+    from madloop.models.unet import UNet
+    from madloop.studies import common, sims_images
+
+    p = dict(STUDIES["sims-images"].scales["ci"], runs=1, kinds=("sims", "real"))
+    whole, pictures = sims_images.run_groups(p, 1)
+    real_stage, names = common.stage, []
+
+    def killed_at_the_last_draw(work, key, compute):
+        names.append(key["stage"])
+        if key["stage"] == f"draw {p['draws'] - 1}":
+            raise KeyboardInterrupt
+        return real_stage(work, key, compute)
+
+    monkeypatch.setattr(sims_images, "stage", killed_at_the_last_draw)
+    work = tmp_path / "work"
+    with common.inside(work), pytest.raises(KeyboardInterrupt):
+        sims_images.run_groups(p, 1)
+    kept = sorted(work.iterdir())
+    assert names[:3] == ["base", "aux sims 64", "aux real 64"]
+    assert len(kept) == len(names) - 1 == 3 + p["draws"] - 1  # every stage before the kill, whole
+
+    def trains(*args, **kwargs):
+        raise AssertionError("a kept model was trained again")
+
+    monkeypatch.setattr(sims_images, "stage", real_stage)
+    monkeypatch.setattr(UNet, "fit", trains)
+    monkeypatch.setattr(UNet, "finetune", trains)
+    with common.inside(work):
+        again, shown = sims_images.run_groups(p, 1)
+    pd.testing.assert_frame_equal(again, whole)
+    assert shown.keys() == pictures.keys() and all(np.array_equal(shown[k], pictures[k]) for k in pictures)
+    assert len(list(work.iterdir())) == 3 + p["draws"]  # no partial file left behind
+    kept[0].write_bytes(kept[0].read_bytes()[:100])  # truncated
+    with common.inside(work), pytest.raises(MadloopError, match=f"{kept[0].name}.*remove it"):
+        sims_images.run_groups(p, 1)
+
+
+def test_sims_pollution_and_sims_shift_reopen_their_kept_stages_without_training(tmp_path, monkeypatch,
+                                                                                 one_torch_thread):
+    from madloop.models.diffusion import DDPM
+    from madloop.models.unet import UNet
+    from madloop.studies import sims_pollution, sims_shift
+
+    def trains(*args, **kwargs):
+        raise AssertionError("a kept model was trained again")
+
+    pollution = dict(STUDIES["sims-pollution"].scales["ci"], runs=1)
+    shift = STUDIES["sims-shift"].scales["ci"]
+    first = (sims_pollution.group_rows(pollution, range(0, 1), tmp_path), sims_shift.rows_of(shift, tmp_path))
+    for spec in (UNet, DDPM):
+        monkeypatch.setattr(spec, "fit", trains)
+        monkeypatch.setattr(spec, "finetune", trains)
+    assert sims_pollution.group_rows(pollution, range(0, 1), tmp_path) == first[0]
+    pd.testing.assert_frame_equal(sims_shift.rows_of(shift, tmp_path), first[1])
 
 
 def test_sims_pollution_pairs_simsp_with_the_polluted_standard_model():

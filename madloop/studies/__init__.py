@@ -51,14 +51,16 @@ def load_all() -> None:
 def run_study(name: str, scale: str = "cpu", out: str | Path = "figures", jobs: int = 1,
               work: str | Path | None = None) -> list[Path]:
     """Run one study at one scale; returns the files it wrote. With ``work``, the study's sweeps keep their runs
-    there, and a second call with the same ``work`` continues where an interrupted one stopped
-    (``madloop.studies.common.inside``)."""
+    there (the image SIMS studies their stages), and a second call with the same ``work`` continues where an
+    interrupted one stopped (``madloop.studies.common``)."""
     from madloop.studies.common import inside
 
     load_all()
     study = STUDIES[name]
     if scale not in SCALES:
         raise MadloopError(f"unknown scale '{scale}'; choose from: {', '.join(SCALES)}")
+    if work is not None and Path(work).exists() and not Path(work).is_dir():
+        raise MadloopError(f"the work folder {work} is a file: name a folder (new or kept from a run of this study)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -66,7 +68,9 @@ def run_study(name: str, scale: str = "cpu", out: str | Path = "figures", jobs: 
         paths = study.make(study.scales[scale], out, jobs)
     print(f"study {name} ({scale}) took {time.perf_counter() - start:.0f} s")
     if work is not None:
+        stages = len(list(Path(work).glob("stage-*.npz")))
         print(f"its {len(set(kept))} runs are kept in {work}" if kept else
+              f"{work} holds {stages} kept stages of study runs" if stages else
               f"study {name} runs no sweeps, so {work} keeps nothing: an interrupted run starts again")
     return paths
 

@@ -8,6 +8,13 @@ its resolved config, and running the study again with the same ``work`` reopens 
 interrupted ones from their last checkpoint and runs the rest (`madloop study NAME --work DIR`); a study that
 shares runs with another (a subset of its points, another scale) reuses them. Keyed random streams make the
 numbers the same as in one go.
+
+Studies that do not sweep (the image SIMS studies train and sample by hand) keep their *stages* there instead:
+``stage(work, key, compute)`` stores what ``compute`` returns (a trained model, a draw's rows) in
+``DIR/stage-<hash of key>.npz``, written whole or not at all, and a second call returns the stored value. The
+key holds the study's name, its whole parameters, the group of runs and the stage's name, so a changed
+setting never reuses a stale stage. Neither kind of record knows madloop's version: after an upgrade that
+changes numbers, start a new work folder.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,25 +34,34 @@ import madloop
 from madloop.config import resolve
 from madloop.errors import MadloopError
 from madloop.plots import LOOP_LABELS  # noqa: F401  (the studies' loop names, re-exported)
-from madloop import store
+from madloop import snapshot, store
 from madloop.sweep import SweepResult, points_of, run_points
 
 _inside: list[tuple[Path, list[Path]]] = []  # (work, the sweep folders kept in it) of the ``inside`` blocks
-
+T = TypeVar("T")
 
 
 def sweep(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], jobs: int, **settings) -> SweepResult:
     """``madloop.sweep`` of ``axes`` (a grid, or a list of points) on top of ``settings``, in a scratch folder that
     is removed afterwards (the Results stay in memory; their paths are gone), or inside a study's ``work`` folder
-(``inside``).
+    (``inside``).
 
     The points run ``jobs`` at a time, one worker each: for many small runs that is where the work is (each of
     a run's chunks costs a store write per generation).
     """
+    with swept(axes, jobs, **settings) as result:
+        return result
+
+
+@contextlib.contextmanager
+def swept(axes: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], jobs: int, **settings):
+    """``sweep`` as a block whose runs' folders exist until it ends, for studies that read more than the
+    Results hold (sample grids)."""
     if _inside:
-        return _kept_sweep(*_inside[-1], axes, jobs, settings)
+        yield _kept_sweep(*_inside[-1], axes, jobs, settings)
+        return
     with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        return madloop.sweep(axes, out=tmp, point_jobs=jobs, **settings)
+        yield madloop.sweep(axes, out=tmp, point_jobs=jobs, **settings)
 
 
 @contextlib.contextmanager
@@ -59,6 +76,44 @@ def inside(work: str | Path | None):
         yield _inside[-1][1]
     finally:
         _inside.pop()
+
+
+def work_folder() -> Path | None:
+    """The work folder of the innermost ``inside`` block (None outside one), for studies that keep stages: pass
+    it to the workers that call ``stage`` (a worker process does not see this one's blocks)."""
+    return _inside[-1][0] if _inside else None
+
+
+def stage(work: Path | None, key: Mapping[str, Any], compute: Callable[[], T]) -> T:
+    """``compute()``; with a ``work`` folder, its value is stored there under a hash of ``key`` (JSON: the
+    study's name, parameters, runs and the stage's name) and read back instead of computed when present.
+
+    The value must be what ``madloop.snapshot`` stores (models, samples, arrays, lists and dicts of them).
+    The file is written to a temporary name and renamed, so a kill leaves the stage whole or absent; two
+    processes computing the same stage at once both write the same value. A file that cannot be read back is
+    refused with its path, not computed again over it.
+    """
+    if work is None:
+        return compute()
+    path = Path(work) / f"stage-{hashlib.sha256(_json(key).encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        try:
+            return snapshot.loads(path.read_bytes())
+        except snapshot.SnapshotError as err:
+            raise MadloopError(f"{path}: {err}; remove it to compute that stage again") from None
+    value = compute()
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as f:
+            f.write(snapshot.dumps(value))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise MadloopError(f"cannot keep a stage in {work}: {err.strerror or err}") from None
+    return value
 
 
 def _kept_sweep(work: Path, kept: list[Path], axes, jobs: int, settings: Mapping[str, Any]) -> SweepResult:

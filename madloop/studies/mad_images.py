@@ -11,7 +11,6 @@ generation) for each loop and lam.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,7 +21,7 @@ import madloop
 from madloop import grids
 from madloop.plots import loops_by_metric, save
 from madloop.studies import Study, register
-from madloop.studies.common import LOOP_LABELS, columns_first, write_table
+from madloop.studies.common import LOOP_LABELS, columns_first, swept, write_table
 
 NAME = "mad-images"
 LOOPS = ("fully_synthetic", "augmentation", "fresh")
@@ -32,10 +31,9 @@ SHOWN = ("fid", "precision", "recall", "classes")  # KID is in the table; it tel
 
 
 def run_points(data: str, settings: Mapping[str, Any], loops, lams, jobs: int) -> tuple[pd.DataFrame, dict]:
-    """The sweep's summary and run 0's grids per (loop, lam) and generation, read before the scratch folder goes."""
+    """The sweep's summary and run 0's grids per (loop, lam) and generation, read before a scratch folder goes."""
     axes = {"loop": list(loops), "lam": list(lams)}
-    with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
-        result = madloop.sweep(axes, out=tmp, point_jobs=jobs, data=data, model="unet", metrics=METRICS, **settings)
+    with swept(axes, jobs, data=data, model="unet", metrics=METRICS, **settings) as result:
         pictures = {}
         for point, run in zip(result.points, result.results):
             for gen in grids.stored(run.path, 0):

@@ -26,6 +26,7 @@ each control at the same (B, omega), run and draw: does SIMS beat the look-alike
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,7 +44,7 @@ from madloop.results import mean_ci
 from madloop.rng import Role, RunRNG, Streams
 from madloop.sims import SIMS, Autoguidance, curated_index
 from madloop.studies import Study, register
-from madloop.studies.common import columns_first, write_table
+from madloop.studies.common import columns_first, stage, work_folder, write_table
 
 NAME = "sims-images"
 SEED = 0
@@ -63,26 +64,30 @@ def low_group(labels: np.ndarray, classes: int) -> np.ndarray:
     return (labels >= classes // 2).astype(int)
 
 
-def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net) -> dict:
+def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net, kept=None) -> dict:
     """(kind, B) -> auxiliary model, every kind of ``p["kinds"]`` (default: all) at every budget; S is the same
     set for every budget and for sims and decoder. Keyed streams make each kind's models the same whichever
-    other kinds run."""
+    other kinds run. ``kept(name, compute)`` (``group_rows``'s stage keeper) stores each model."""
     kinds, out = p.get("kinds", tuple(KINDS)), {}
-    if "shift" in kinds:
-        s_big = base.sample(4 * p["n_aux"], train.child("shift-candidates"))  # E6: candidates for the curated S
+    kept = kept or (lambda name, compute: compute())
+
+    @functools.cache
+    def shifted():  # E6: S curated from candidates, drawn once for every budget
+        s_big = base.sample(4 * p["n_aux"], train.child("shift-candidates"))
         groups = low_group(net.classify(s_big.x.reshape(-1, *s_big.item_shape)).reshape(s_big.x.shape[:2]), 10)
-        shifted = s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
+        return s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
+
     make_aux = {
         "sims": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, train),
         "decoder": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_decoder_only=True).auxiliary(spec, base, train),
         "real": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, train, real),
         "autoguidance": lambda b: Autoguidance(aux_images=b).auxiliary(spec, real, train),
-        "shift": lambda b: spec.finetune(base, shifted, train.child(Role.AUX_FIT), b),
+        "shift": lambda b: spec.finetune(base, shifted(), train.child(Role.AUX_FIT), b),
     }
     for b in p["budgets"]:
         for kind in KINDS:
             if kind in kinds:
-                out[kind, b] = make_aux[kind](b)
+                out[kind, b] = kept(f"aux {kind} {b}", lambda: make_aux[kind](b))  # noqa: B023 (called at once)
     return out
 
 
@@ -93,8 +98,10 @@ def measure(x: np.ndarray, net, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return frechet_distance(phi, psi), 1 - low_group(labels, 10).mean(1)
 
 
-def group_rows(p: Mapping[str, Any], runs: range) -> tuple[list[dict], dict]:
-    """The rows of one group of runs (one grouped U-Net), and run 0's grid images when the group holds it."""
+def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> tuple[list[dict], dict]:
+    """The rows of one group of runs (one grouped U-Net), and run 0's grid images when the group holds it. With
+    a ``work`` folder its stages (the base, each auxiliary model, each draw's rows) are kept there, so a killed
+    study resumes from the last one finished (``madloop.studies.common.stage``)."""
     src = madloop.DATA[p["data"]]()
     net = features.network(src)
     psi = net.embed(src.reference(p["n_ref"], RunRNG(SEED, range(0, 1), 0, Role.REFERENCE)).x[0])
@@ -102,27 +109,36 @@ def group_rows(p: Mapping[str, Any], runs: range) -> tuple[list[dict], dict]:
     real = src.sample(p["n_real"], streams.at(0, Role.REAL))
     spec = UNet(**p["unet"])
     train = streams.at(1, Role.TRAIN)
-    base = spec.fit(real, train.child(Role.FIT))
-    aux = auxiliaries(p, spec, base, real, train, net)
-    rows, pictures = [], {}
+    key = dict(study=NAME, params=p, runs=[runs.start, runs.stop])
+    kept = lambda name, compute: stage(work, {**key, "stage": name}, compute)  # noqa: E731
+    base = kept("base", lambda: spec.fit(real, train.child(Role.FIT)))
+    aux = auxiliaries(p, spec, base, real, train, net, kept)
 
-    def record(kind, budget, omega, draw, x):
-        fid, low = measure(x, net, psi)
-        rows.extend(dict(kind=kind, budget=budget, omega=omega, run=r, draw=draw, fid=f, share_low=s)
-                    for r, f, s in zip(runs, fid, low))
-        if runs.start == 0 and draw == 0:
-            pictures[kind, budget, omega] = x[0, : p["grid"]]
+    def one_draw(draw: int) -> tuple[list[dict], list]:
+        rows, pictures = [], []
 
-    for draw in range(p["draws"]):
+        def record(kind, budget, omega, x):
+            fid, low = measure(x, net, psi)
+            rows.extend(dict(kind=kind, budget=budget, omega=omega, run=r, draw=draw, fid=f, share_low=s)
+                        for r, f, s in zip(runs, fid, low))
+            if runs.start == 0 and draw == 0:
+                pictures.append((kind, budget, omega, x[0, : p["grid"]]))
+
         # The same noise and labels for every sampler of this draw: a new stream object each, since a stream
         # advances with every draw from it.
         rng = lambda: streams.at(1 + draw, Role.EVAL)  # noqa: E731
-        floor = src.sample(p["n_eval"], streams.at(1 + draw, "floor"))  # held-out real images: the floor
-        record("floor", 0, 0.0, draw, floor.x)
-        record("base", 0, 0.0, draw, base.sample(p["n_eval"], rng()).x)
+        record("floor", 0, 0.0, src.sample(p["n_eval"], streams.at(1 + draw, "floor")).x)  # held-out real images
+        record("base", 0, 0.0, base.sample(p["n_eval"], rng()).x)
         for (kind, budget), model in aux.items():
             for omega in p["omegas"]:
-                record(kind, budget, omega, draw, spec.guided(base, model, omega).sample(p["n_eval"], rng()).x)
+                record(kind, budget, omega, spec.guided(base, model, omega).sample(p["n_eval"], rng()).x)
+        return rows, pictures
+
+    rows, pictures = [], {}
+    for draw in range(p["draws"]):
+        more, shown = kept(f"draw {draw}", lambda: one_draw(draw))  # noqa: B023 (called at once)
+        rows += more
+        pictures.update({(kind, budget, omega): x for kind, budget, omega, x in shown})
     return rows, pictures
 
 
@@ -270,7 +286,7 @@ def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
     """Every group of runs, ``jobs`` at a time: the raw (kind, B, omega, run, draw) rows and run 0's grids."""
     group = p["unet"].get("runs_per_pass", 4)
     chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
-    parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c) for c in chunks)
+    parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c, work_folder()) for c in chunks)
     return pd.DataFrame([row for rows, _ in parts for row in rows]), {k: v for _, pics in parts for k, v in pics.items()}
 
 

@@ -12,6 +12,7 @@ beside the real-data floor; ``sims-pollution-raw.csv`` keeps every (kind, m, ome
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,14 +28,16 @@ from madloop.rng import Role, RunRNG, Streams
 from madloop.samples import Samples
 from madloop.sims import SIMS
 from madloop.studies import Study, register
-from madloop.studies.common import columns_first, write_table
+from madloop.studies.common import columns_first, stage, work_folder, write_table
 from madloop.studies.sims_images import SEED, measure, paired
 
 NAME = "sims-pollution"
 COLORS = {"ST": "k", "SIMS": "C3"}
 
 
-def group_rows(p: Mapping[str, Any], runs: range) -> list[dict]:
+def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> list[dict]:
+    """The rows of one group of runs; with a ``work`` folder its stages (each model, each auxiliary, each
+    draw's rows) are kept there (``madloop.studies.common.stage``)."""
     src = madloop.DATA[p["data"]]()
     net = features.network(src)
     psi = net.embed(src.reference(p["n_ref"], RunRNG(SEED, range(0, 1), 0, Role.REFERENCE)).x[0])
@@ -42,27 +45,38 @@ def group_rows(p: Mapping[str, Any], runs: range) -> list[dict]:
     real = src.sample(p["n_real"], streams.at(0, Role.REAL))
     spec = UNet(**p["unet"])
     sims = SIMS(n_aux=p["n_aux"], aux_images=p["budget"])
-    clean = spec.fit(real, streams.at(1, Role.TRAIN).child(Role.FIT))
-    pollution = clean.sample(max(p["sizes"]), streams.at(1, Role.SYNTH))  # D_p: images of the first model
+    key = dict(study=NAME, params=p, runs=[runs.start, runs.stop])
+    kept = lambda name, compute: stage(work, {**key, "stage": name}, compute)  # noqa: E731
+    clean = kept("model 0", lambda: spec.fit(real, streams.at(1, Role.TRAIN).child(Role.FIT)))
+
+    @functools.cache
+    def pollution():  # D_p: images of the first model
+        return clean.sample(max(p["sizes"]), streams.at(1, Role.SYNTH))
+
+    def polluted_model(m: int, train):
+        polluted = Samples.concat([real, Samples(pollution().x[:, :m], pollution().y[:, :m])])
+        return spec.fit(polluted, train.child(Role.FIT))
+
+    def one_draw(m: int, model, aux, draw: int) -> list[dict]:
+        samplers = [("ST", 0.0, model)] + [("SIMS", w, spec.guided(model, aux, w)) for w in p["omegas"]]
+        if m == 0:
+            samplers.append(("floor", 0.0, None))
+        rows = []
+        for kind, omega, sampler in samplers:
+            x = (src.sample(p["n_eval"], streams.at(1 + draw, "floor")) if sampler is None
+                 else sampler.sample(p["n_eval"], streams.at(1 + draw, Role.EVAL))).x  # a new stream object each:
+            # the same noise and labels for every sampler of this draw (a stream advances with every draw)
+            fid, _ = measure(x, net, psi)
+            rows += [dict(kind=kind, pollution=m, omega=omega, run=r, draw=draw, fid=f) for r, f in zip(runs, fid)]
+        return rows
+
     rows = []
     for m in (0, *p["sizes"]):
         train = streams.at(2 + m, Role.TRAIN)
-        if m == 0:
-            model = clean
-        else:
-            polluted = Samples.concat([real, Samples(pollution.x[:, :m], pollution.y[:, :m])])
-            model = spec.fit(polluted, train.child(Role.FIT))
-        aux = sims.auxiliary(spec, model, train)
+        model = clean if m == 0 else kept(f"model {m}", lambda: polluted_model(m, train))  # noqa: B023
+        aux = kept(f"aux {m}", lambda: sims.auxiliary(spec, model, train))  # noqa: B023 (called at once)
         for draw in range(p["draws"]):
-            samplers = [("ST", 0.0, model)] + [("SIMS", w, spec.guided(model, aux, w)) for w in p["omegas"]]
-            if m == 0:
-                samplers.append(("floor", 0.0, None))
-            for kind, omega, sampler in samplers:
-                x = (src.sample(p["n_eval"], streams.at(1 + draw, "floor")) if sampler is None
-                     else sampler.sample(p["n_eval"], streams.at(1 + draw, Role.EVAL))).x  # a new stream object each:
-                # the same noise and labels for every sampler of this draw (a stream advances with every draw)
-                fid, _ = measure(x, net, psi)
-                rows += [dict(kind=kind, pollution=m, omega=omega, run=r, draw=draw, fid=f) for r, f in zip(runs, fid)]
+            rows += kept(f"draw {m} {draw}", lambda: one_draw(m, model, aux, draw))  # noqa: B023
     return rows
 
 
@@ -99,8 +113,8 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     p = dict(params)
     group = p["unet"].get("runs_per_pass", 4)
     chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
-    raw = pd.DataFrame([row for rows in Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c)
-                                                                              for c in chunks) for row in rows])
+    parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c, work_folder()) for c in chunks)
+    raw = pd.DataFrame([row for rows in parts for row in rows])
     table = columns_first(summarise(raw).assign(data=p["data"], n_real=p["n_real"], budget=p["budget"]),
                           ["data", "kind", "pollution", "omega", "n_real", "budget", "metric"])
     return [write_table(table, out, NAME), write_table(raw.assign(data=p["data"]), out, f"{NAME}-raw"),

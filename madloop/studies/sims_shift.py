@@ -25,7 +25,7 @@ from madloop.plots import save
 from madloop.rng import Role, Streams
 from madloop.sims import SIMS
 from madloop.studies import Study, register
-from madloop.studies.common import columns_first, write_table
+from madloop.studies.common import columns_first, stage, work_folder, write_table
 from madloop.studies.sims_images import paired
 
 NAME = "sims-shift"
@@ -48,30 +48,36 @@ def measure(x: np.ndarray, source, refs: list[np.ndarray]) -> list[dict]:
     return rows
 
 
-def rows_of(p: Mapping[str, Any]) -> pd.DataFrame:
+def rows_of(p: Mapping[str, Any], work: Path | None = None) -> pd.DataFrame:
+    """Every (kind, omega, draw, run) row; with a ``work`` folder the stages (the base, each auxiliary, each
+    draw's rows) are kept there (``madloop.studies.common.stage``)."""
     source = madloop.DATA["mixture"](means=MEANS, std=p["std"])
     streams = Streams(SEED, range(p["runs"]), p["runs"])
     real = source.sample(p["n_real"], streams.at(0, Role.REAL))
     spec = DDPM(**p["ddpm"])
     train = streams.at(1, Role.TRAIN)
-    base = spec.fit(real, train.child(Role.FIT))
+    kept = lambda name, compute: stage(work, dict(study=NAME, params=p, stage=name), compute)  # noqa: E731
+    base = kept("base", lambda: spec.fit(real, train.child(Role.FIT)))
     # Each group's reference: n_ref points of its own component (shared by every run).
     ref_rng = np.random.default_rng(SEED)
     refs = [np.asarray(m) + p["std"] * ref_rng.standard_normal((p["n_ref"], 2)) for m in MEANS]
-    aux = {kind: SIMS(n_aux=p["n_aux"], aux_epochs=p["aux_epochs"], aux_proportions=shares)
-           .auxiliary(spec, base, train, source=source)
+    aux = {kind: kept(f"aux {kind}", lambda: SIMS(n_aux=p["n_aux"], aux_epochs=p["aux_epochs"],  # noqa: B023
+                                                  aux_proportions=shares).auxiliary(spec, base, train, source=source))
            for kind, shares in (("shift", TARGET[::-1]), ("sims", None))}
-    rows = []
-    for draw in range(p["draws"]):
+
+    def one_draw(draw: int) -> list[dict]:
         samplers = [("floor", 0.0, lambda r: source.sample(p["n_eval"], streams.at(1 + draw, "floor"))),
                     ("base", 0.0, lambda r: base.sample(p["n_eval"], r))]
         samplers += [(kind, w, lambda r, m=model, w=w: spec.guided(base, m, w).sample(p["n_eval"], r))
                      for kind, model in aux.items() for w in p["omegas"]]
+        rows = []
         for kind, omega, draw_samples in samplers:
             x = draw_samples(streams.at(1 + draw, Role.EVAL)).x  # a new stream object per sampler: the same noise
             # for every sampler of this draw (a stream advances with every draw from it)
             rows += [dict(kind=kind, omega=omega, draw=draw, **m) for m in measure(x, source, refs)]
-    return pd.DataFrame(rows)
+        return rows
+
+    return pd.DataFrame([row for draw in range(p["draws"]) for row in kept(f"draw {draw}", lambda: one_draw(draw))])
 
 
 def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
@@ -99,7 +105,7 @@ def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    summary = paired(rows_of(params), keys=("kind", "omega"), metrics=("share_0", "w2_0", "w2_1"))
+    summary = paired(rows_of(params, work_folder()), keys=("kind", "omega"), metrics=("share_0", "w2_0", "w2_1"))
     table = columns_first(summary.assign(n_real=params["n_real"], n_aux=params["n_aux"]),
                           ["kind", "omega", "n_real", "n_aux", "metric"])
     return [write_table(table, out, NAME), *plot(table, params, out)]
