@@ -193,6 +193,37 @@ def test_sims_images_pairs_each_sampler_with_the_base_and_with_the_controls_draw
     assert table.loc["base", "diff"] == 0 and table.loc["sims", "draws"] == 3
 
 
+def test_sims_images_runs_each_data_part_with_its_own_settings_into_one_table_per_kind(tmp_path, monkeypatch):
+    """The cpu scale's ``more`` parts: each runs with its changes on top of the first part's settings (``more``
+    left out, so a part's kept stages do not depend on the others), its figures named by its data set, and the
+    tables stack the parts."""
+    from madloop.studies import sims_images
+
+    params = dict(STUDIES["sims-images"].scales["ci"], more=[dict(data="mnist", n_real=99, kinds=("sims", "real"))])
+    seen = []
+
+    def fake_groups(p, jobs):
+        seen.append(p)
+        rows = [dict(kind=kind, budget=b, omega=w, run=run, draw=draw, fid=1.0 + run + 0.1 * draw - w,
+                     share_low=0.5 + 0.01 * run)
+                for run in range(3) for draw in range(2)
+                for kind, b, w in [("floor", 0, 0.0), ("base", 0, 0.0),
+                                   *((k, 64, 0.5) for k in p.get("kinds", sims_images.KINDS))]]
+        return pd.DataFrame(rows), {}
+
+    monkeypatch.setattr(sims_images, "run_groups", fake_groups)
+    paths = sims_images.make(params, tmp_path, 1)
+    assert [p["data"] for p in seen] == ["digits", "mnist"] and all("more" not in p for p in seen)
+    assert seen[1]["n_real"] == 99 and seen[1]["draws"] == seen[0]["draws"]
+    table = pd.read_csv(tmp_path / "sims-images.csv")
+    assert set(table.groupby("data").n_real.first().items()) == {("digits", 64), ("mnist", 99)}
+    assert set(table[table.data == "mnist"].kind) == {"floor", "base", "sims", "real"}
+    assert set(pd.read_csv(tmp_path / "sims-images-versus.csv").data) == {"digits", "mnist"}
+    names = {p.name for p in paths}
+    assert {"sims-images-digits-fid.png", "sims-images-mnist-fid.png", "sims-images-digits-shift.png"} <= names
+    assert "sims-images-mnist-shift.png" not in names  # no shift kind in that part: no E6 panel
+
+
 def test_a_study_interrupted_in_its_work_folder_continues_there_to_the_same_table(tmp_path, monkeypatch, capsys,
                                                                                    one_torch_thread):
     """`madloop study NAME --work DIR`: a second call reopens the runs the first finished (running none of them

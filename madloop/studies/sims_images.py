@@ -277,9 +277,24 @@ def plot_grid(pictures: dict, table: pd.DataFrame, p: Mapping[str, Any], out: Pa
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    p = dict(params)
-    raw, pictures = run_groups(p, jobs)
-    return write_outputs(raw, pictures, p, out)
+    """Each data set's part (``parts``) in turn: its figures, and one table of each kind over the parts."""
+    tables, figures = {}, []
+    for p in parts(params):
+        raw, pictures = run_groups(p, jobs)
+        part, drawn = part_outputs(raw, pictures, p, out)
+        for name, table in part.items():
+            tables.setdefault(name, []).append(table)
+        figures += drawn
+    written = [write_table(pd.concat(t, ignore_index=True), out, name) for name, t in tables.items()]
+    return [*written, *figures]
+
+
+def parts(params: Mapping[str, Any]) -> list[dict]:
+    """The scale's parameters for its first data set, then each entry of ``more`` (changes to them: another data
+    set and its sizes) applied on top; ``more`` itself is no part's parameter, so a part's kept stages do not
+    depend on the parts beside it."""
+    first = {k: v for k, v in params.items() if k != "more"}
+    return [first, *({**first, **change} for change in params.get("more", ()))]
 
 
 def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
@@ -290,26 +305,32 @@ def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame([row for rows, _ in parts for row in rows]), {k: v for _, pics in parts for k, v in pics.items()}
 
 
-def write_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: Path) -> list[Path]:
-    """The tables and figures of the raw rows; the grid of samples only when ``pictures`` has them."""
+def part_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: Path) -> tuple[dict, list[Path]]:
+    """One data set's tables (by file name) and its figures; the grid of samples only when ``pictures`` has
+    them, the E6 panel only when the part ran the ``shift`` kind."""
     table = columns_first(paired(raw).assign(data=p["data"], n_real=p["n_real"], n_aux=p["n_aux"]),
                           ["data", "kind", "budget", "omega", "n_real", "n_aux", "metric"])
     against = versus(raw).assign(data=p["data"])
-    return [write_table(table, out, NAME), write_table(against, out, f"{NAME}-versus"),
-            write_table(raw.assign(data=p["data"]), out, f"{NAME}-raw"), *plot_fid(table, against, p, out),
-            *plot_shift(table, p, out), *(plot_grid(pictures, table, p, out) if pictures else [])]
+    figures = [*plot_fid(table, against, p, out), *(plot_shift(table, p, out) if "shift" in set(raw.kind) else []),
+               *(plot_grid(pictures, table, p, out) if pictures else [])]
+    return {NAME: table, f"{NAME}-versus": against, f"{NAME}-raw": raw.assign(data=p["data"])}, figures
 
 
 register(Study(
     name=NAME,
     description="E4/E6 on images: SIMS vs the real-data control and autoguidance, FID vs omega and budget B with "
-                "paired draws; guidance away from a curated S moves the class mix (digits at cpu scale)",
+                "paired draws; guidance away from a curated S moves the class mix (digits and MNIST at cpu scale)",
     scales={
         "ci": dict(data="digits", runs=2, n_real=64, n_aux=64, budgets=(64,), omegas=(0.5,), draws=2, n_eval=64,
                    n_ref=64, grid=16, unet=dict(images=256, batch=32, channels=8, steps=4, warmup=64, ema=64,
                                                 runs_per_pass=2)),
         "cpu": dict(data="digits", runs=8, n_real=500, n_aux=500, budgets=(2048, 8192), omegas=(0.1, 0.25, 0.5, 1.0, 2.0),
-                    draws=5, n_eval=300, n_ref=400, grid=64, unet=dict(images=16384)),
+                    draws=5, n_eval=300, n_ref=400, grid=64, unet=dict(images=16384),
+                    # E4 and E6 on MNIST (16x16): guided sampling costs about 4x digits' per image (benchmarks/
+                    # RESULTS_sims_images.md), so the decoder-only kind (answered on digits) stays out; training is
+                    # cheap beside sampling, so the base sees 32768 images (16384 left mad-images' MNIST poor)
+                    more=[dict(data="mnist", n_real=1000, n_aux=1000, n_ref=1000,
+                               kinds=("sims", "real", "autoguidance", "shift"), unet=dict(images=32768))]),
         "gpu": dict(data="mnist", runs=8, n_real=3000, n_aux=3000, budgets=(4096, 16384, 65536),
                     omegas=(0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0), draws=5, n_eval=1000, n_ref=1000, grid=100,
                     unet=dict(images=262144, channels=32, device="auto", runs_per_pass=0)),
