@@ -234,7 +234,7 @@ def run(
     ctx: typer.Context,
     loop: Optional[str] = typer.Option(None, metavar="NAME", help="fully_synthetic | augmentation | fresh"),
     data: Optional[str] = typer.Option(None, metavar="NAME", help="real-data source: gaussian | mixture | file"),
-    model: Optional[str] = typer.Option(None, metavar="NAME", help="model family: gaussian | gmm | ddpm | edm"),
+    model: Optional[str] = typer.Option(None, metavar="NAME", help="model family: gaussian | gmm | ddpm | edm | flow"),
     algo: Optional[str] = typer.Option(None, metavar="NAME", help="training algorithm: standard | sims"),
     n_real: Optional[int] = typer.Option(None, metavar="INTEGER", help="real points per generation (|D_r|)"),
     n_synth: Optional[int] = typer.Option(None, metavar="INTEGER", help="synthetic points per generation (|S^t|)"),
