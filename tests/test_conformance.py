@@ -20,6 +20,7 @@ TINY = {
     "ddpm": dict(width=8, depth=2, epochs=3, batch=16, steps=10),
     "edm": dict(width=8, depth=2, epochs=3, batch=16, steps=6),
     "flow": dict(layers=2, width=8, depth=1, epochs=3, batch=16),
+    "gan": dict(latent=2, width=8, depth=1, epochs=3, batch=16),
     "gmm": dict(k=2),
     "unet": dict(channels=8, batch=16, images=320, warmup=64, ema=64, steps=6),
 }

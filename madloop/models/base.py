@@ -18,7 +18,10 @@ Optional capabilities, used when present:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from madloop.errors import MadloopError
 from madloop.rng import RunRNG
@@ -39,6 +42,26 @@ def check_torch_options(device: str, dtype: str) -> None:
         raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+
+
+def check_training_options(spec, integers: tuple[str, ...]) -> None:
+    """What the small torch families (flow, gan) check of their options: ``integers`` positive integers, ``lr`` a
+    positive number, ``device`` one torch knows."""
+    for name in integers:
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(spec.lr, (int, float)) and math.isfinite(spec.lr) and spec.lr > 0):
+        raise ValueError(f"lr must be a positive number, got {spec.lr!r}")
+    check_torch_options(spec.device, "float32")
+
+
+def standardisation(x: np.ndarray, family: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's mean and standard deviation per coordinate of points x (runs, n, d), each (runs, 1, d)."""
+    shift, scale = x.mean(1, keepdims=True), x.std(1, keepdims=True)
+    if not scale.all():
+        raise ValueError(f"the {family} standardises its data: a run has a constant coordinate (standard deviation 0)")
+    return shift, scale
 
 
 def torch_device(device: str):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from madloop.models.base import check_points, check_sampling, check_torch_options, torch_device
+from madloop.models.base import check_points, check_sampling, check_training_options, standardisation, torch_device
 from madloop.registry import MODELS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
@@ -76,12 +76,7 @@ class Flow:
     density = True  # fitted models give log_prob
 
     def __post_init__(self):
-        for name in ("layers", "width", "depth", "epochs", "batch"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        check_torch_options(self.device, "float32")
+        check_training_options(self, ("layers", "width", "depth", "epochs", "batch"))
 
     @property
     def torch_device(self):
@@ -96,9 +91,7 @@ class Flow:
         runs, n, d = x.shape
         if d < 2:
             raise ValueError("the flow couples coordinates: it needs points of at least 2 dimensions")
-        shift, scale = x.mean(1, keepdims=True), x.std(1, keepdims=True)
-        if not scale.all():
-            raise ValueError("the flow standardises its data: a run has a constant coordinate (standard deviation 0)")
+        shift, scale = standardisation(x, "flow")
         init = rng.child(Role.INIT)
         params = []
         for k in range(self.layers):
