@@ -2,8 +2,8 @@
 
 Shrinking: in ```python blocks every ``runs=N`` becomes ``runs=2`` and ``gens=N`` becomes ``gens=3``;
 every ``madloop run`` or ``madloop sweep`` line in a ```bash block gets ``--runs 2 --gens 3`` appended
-(a repeated flag's last value wins), a SIMS line also gets smaller sets and fewer epochs, an image line a
-tiny U-Net, and a ``madloop study NAME`` line ``--scale ci``. ``pip
+(a repeated flag's last value wins), a SIMS, flow or GAN line also gets smaller sets and fewer epochs, an
+image line a tiny U-Net, and a ``madloop study NAME`` line ``--scale ci``. ``pip
 install ... &&`` prefixes are taken as done (this suite runs in the installed environment). The lines
 in SKIPPED do not run here, each for the reason given.
 """
@@ -24,6 +24,7 @@ SKIPPED = {
 }
 SHRINK = " --runs 2 --gens 3"
 SHRINK_SIMS = " --n-real 100 --n-synth 100 --n-eval 100 --n-ref 100 --epochs 2 --n-aux 100 --aux-epochs 2"
+SHRINK_NETS = " --n-real 100 --n-synth 100 --epochs 3"  # the flow and the GAN
 SHRINK_IMAGES = " --n-real 64 --n-synth 64 --n-eval 64 --n-ref 64 --images 256 --channels 8 --steps 4 --warmup 64 --ema 64"
 SHRINK_STUDY = " --scale ci"
 
@@ -45,6 +46,7 @@ def shrink_command(line: str) -> str | None:
     if re.match(r"madloop (run|sweep)\b", line):
         line += SHRINK + (SHRINK_SIMS if "--algo sims" in line else "") + (SHRINK_IMAGES if "--data digits" in line or
                                                                              "--data mnist" in line else "")
+        line += SHRINK_NETS if re.search(r"--model (flow|gan)\b", line) else ""
     if re.match(r"madloop study \w", line):
         line += SHRINK_STUDY
     return line
