@@ -400,7 +400,7 @@ def test_an_image_study_killed_in_its_work_folder_resumes_from_its_last_stage(tm
             raise KeyboardInterrupt
         return real_stage(work, key, compute)
 
-    monkeypatch.setattr(sims_images, "stage", killed_at_the_last_draw)
+    monkeypatch.setattr(common, "stage", killed_at_the_last_draw)
     work = tmp_path / "work"
     with common.inside(work), pytest.raises(KeyboardInterrupt):
         sims_images.run_groups(p, 1)
@@ -411,7 +411,7 @@ def test_an_image_study_killed_in_its_work_folder_resumes_from_its_last_stage(tm
     def trains(*args, **kwargs):
         raise AssertionError("a kept model was trained again")
 
-    monkeypatch.setattr(sims_images, "stage", real_stage)
+    monkeypatch.setattr(common, "stage", real_stage)
     monkeypatch.setattr(UNet, "fit", trains)
     monkeypatch.setattr(UNet, "finetune", trains)
     with common.inside(work):

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 import madloop
 from madloop.config import resolve
@@ -114,6 +115,20 @@ def stage(work: Path | None, key: Mapping[str, Any], compute: Callable[[], T]) -
         partial.unlink(missing_ok=True)
         raise MadloopError(f"cannot keep a stage in {work}: {err.strerror or err}") from None
     return value
+
+
+def keeper(work: Path | None, **key) -> Callable[[str, Callable[[], T]], T]:
+    """``kept(name, compute)``: ``stage`` of ``compute`` under ``key`` (the study, its parameters, its runs) and
+    the stage's ``name``."""
+    return lambda name, compute: stage(work, {**key, "stage": name}, compute)
+
+
+def by_groups(group_rows: Callable[..., T], p: Mapping[str, Any], jobs: int) -> list[T]:
+    """``group_rows(p, runs, work)`` for each group of ``runs_per_pass`` runs (one grouped U-Net; 4 by default),
+    ``jobs`` groups at a time, with this study's work folder (``work_folder``)."""
+    group = p["unet"].get("runs_per_pass", 4)
+    chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
+    return Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c, work_folder()) for c in chunks)
 
 
 def _kept_sweep(work: Path, kept: list[Path], axes, jobs: int, settings: Mapping[str, Any]) -> SweepResult:

@@ -33,7 +33,6 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 
 import madloop
 from madloop import features, grids
@@ -44,7 +43,7 @@ from madloop.results import mean_ci
 from madloop.rng import Role, RunRNG, Streams
 from madloop.sims import SIMS, Autoguidance, curated_index
 from madloop.studies import Study, register
-from madloop.studies.common import columns_first, stage, work_folder, write_table
+from madloop.studies.common import by_groups, columns_first, keeper, write_table
 
 NAME = "sims-images"
 SEED = 0
@@ -69,7 +68,7 @@ def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net
     set for every budget and for sims and decoder. Keyed streams make each kind's models the same whichever
     other kinds run. ``kept(name, compute)`` (``group_rows``'s stage keeper) stores each model."""
     kinds, out = p.get("kinds", tuple(KINDS)), {}
-    kept = kept or (lambda name, compute: compute())
+    kept = kept or keeper(None)
 
     @functools.cache
     def shifted():  # E6: S curated from candidates, drawn once for every budget
@@ -109,8 +108,7 @@ def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> t
     real = src.sample(p["n_real"], streams.at(0, Role.REAL))
     spec = UNet(**p["unet"])
     train = streams.at(1, Role.TRAIN)
-    key = dict(study=NAME, params=p, runs=[runs.start, runs.stop])
-    kept = lambda name, compute: stage(work, {**key, "stage": name}, compute)  # noqa: E731
+    kept = keeper(work, study=NAME, params=p, runs=[runs.start, runs.stop])
     base = kept("base", lambda: spec.fit(real, train.child(Role.FIT)))
     aux = auxiliaries(p, spec, base, real, train, net, kept)
 
@@ -299,10 +297,8 @@ def parts(params: Mapping[str, Any]) -> list[dict]:
 
 def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
     """Every group of runs, ``jobs`` at a time: the raw (kind, B, omega, run, draw) rows and run 0's grids."""
-    group = p["unet"].get("runs_per_pass", 4)
-    chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
-    parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c, work_folder()) for c in chunks)
-    return pd.DataFrame([row for rows, _ in parts for row in rows]), {k: v for _, pics in parts for k, v in pics.items()}
+    groups = by_groups(group_rows, p, jobs)
+    return pd.DataFrame([row for rows, _ in groups for row in rows]), {k: v for _, pics in groups for k, v in pics.items()}
 
 
 def part_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: Path) -> tuple[dict, list[Path]]:

@@ -18,7 +18,6 @@ from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from joblib import Parallel, delayed
 
 import madloop
 from madloop import features
@@ -28,7 +27,7 @@ from madloop.rng import Role, RunRNG, Streams
 from madloop.samples import Samples
 from madloop.sims import SIMS
 from madloop.studies import Study, register
-from madloop.studies.common import columns_first, stage, work_folder, write_table
+from madloop.studies.common import by_groups, columns_first, keeper, write_table
 from madloop.studies.sims_images import SEED, measure, paired
 
 NAME = "sims-pollution"
@@ -45,8 +44,7 @@ def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> l
     real = src.sample(p["n_real"], streams.at(0, Role.REAL))
     spec = UNet(**p["unet"])
     sims = SIMS(n_aux=p["n_aux"], aux_images=p["budget"])
-    key = dict(study=NAME, params=p, runs=[runs.start, runs.stop])
-    kept = lambda name, compute: stage(work, {**key, "stage": name}, compute)  # noqa: E731
+    kept = keeper(work, study=NAME, params=p, runs=[runs.start, runs.stop])
     clean = kept("model 0", lambda: spec.fit(real, streams.at(1, Role.TRAIN).child(Role.FIT)))
 
     @functools.cache
@@ -111,10 +109,7 @@ def plot(table: pd.DataFrame, p: Mapping[str, Any], out: Path) -> list[Path]:
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     p = dict(params)
-    group = p["unet"].get("runs_per_pass", 4)
-    chunks = [range(r, min(r + group, p["runs"])) for r in range(0, p["runs"], group)]
-    parts = Parallel(n_jobs=min(jobs, len(chunks)))(delayed(group_rows)(p, c, work_folder()) for c in chunks)
-    raw = pd.DataFrame([row for rows in parts for row in rows])
+    raw = pd.DataFrame([row for rows in by_groups(group_rows, p, jobs) for row in rows])
     table = columns_first(summarise(raw).assign(data=p["data"], n_real=p["n_real"], budget=p["budget"]),
                           ["data", "kind", "pollution", "omega", "n_real", "budget", "metric"])
     return [write_table(table, out, NAME), write_table(raw.assign(data=p["data"]), out, f"{NAME}-raw"),

@@ -25,7 +25,7 @@ from madloop.plots import save
 from madloop.rng import Role, Streams
 from madloop.sims import SIMS
 from madloop.studies import Study, register
-from madloop.studies.common import columns_first, stage, work_folder, write_table
+from madloop.studies.common import columns_first, keeper, work_folder, write_table
 from madloop.studies.sims_images import paired
 
 NAME = "sims-shift"
@@ -56,7 +56,7 @@ def rows_of(p: Mapping[str, Any], work: Path | None = None) -> pd.DataFrame:
     real = source.sample(p["n_real"], streams.at(0, Role.REAL))
     spec = DDPM(**p["ddpm"])
     train = streams.at(1, Role.TRAIN)
-    kept = lambda name, compute: stage(work, dict(study=NAME, params=p, stage=name), compute)  # noqa: E731
+    kept = keeper(work, study=NAME, params=p)
     base = kept("base", lambda: spec.fit(real, train.child(Role.FIT)))
     # Each group's reference: n_ref points of its own component (shared by every run).
     ref_rng = np.random.default_rng(SEED)
