@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,6 +41,7 @@ from madloop.models.unet import UNet
 from madloop.plots import save
 from madloop.results import mean_ci
 from madloop.rng import Role, RunRNG, Streams
+from madloop.samples import Samples
 from madloop.sims import SIMS, Autoguidance, curated_index
 from madloop.studies import Study, register
 from madloop.studies.common import by_groups, columns_first, keeper, write_table
@@ -97,16 +98,31 @@ def measure(x: np.ndarray, net, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return frechet_distance(phi, psi), 1 - low_group(labels, 10).mean(1)
 
 
-def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> tuple[list[dict], dict]:
-    """The rows of one group of runs (one grouped U-Net), and run 0's grid images when the group holds it. With
-    a ``work`` folder its stages (the base, each auxiliary model, each draw's rows) are kept there, so a killed
-    study resumes from the last one finished (``madloop.studies.common.stage``)."""
+class Setting(NamedTuple):
+    """What an image SIMS study sets up for a group of runs before training anything."""
+    src: Any  # the data source (madloop.DATA)
+    net: Any  # its feature network (madloop.features)
+    psi: Any  # the reference images' features, shared by every run
+    streams: Streams  # the group's random streams
+    real: Samples  # each run's D_r
+    spec: UNet  # the U-Net every model of the group uses
+
+
+def setting(p: Mapping[str, Any], runs: range) -> Setting:
+    """The data source, feature network, reference features, streams, D_r and U-Net of one group of runs
+    (sims-images and sims-pollution share them, so the same params give both studies the same D_r)."""
     src = madloop.DATA[p["data"]]()
     net = features.network(src)
     psi = net.embed(src.reference(p["n_ref"], RunRNG(SEED, range(0, 1), 0, Role.REFERENCE)).x[0])
     streams = Streams(SEED, runs, p["runs"])
-    real = src.sample(p["n_real"], streams.at(0, Role.REAL))
-    spec = UNet(**p["unet"])
+    return Setting(src, net, psi, streams, src.sample(p["n_real"], streams.at(0, Role.REAL)), UNet(**p["unet"]))
+
+
+def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> tuple[list[dict], dict]:
+    """The rows of one group of runs (one grouped U-Net), and run 0's grid images when the group holds it. With
+    a ``work`` folder its stages (the base, each auxiliary model, each draw's rows) are kept there, so a killed
+    study resumes from the last one finished (``madloop.studies.common.stage``)."""
+    src, net, psi, streams, real, spec = setting(p, runs)
     train = streams.at(1, Role.TRAIN)
     kept = keeper(work, study=NAME, params=p, runs=[runs.start, runs.stop])
     base = kept("base", lambda: spec.fit(real, train.child(Role.FIT)))

@@ -19,16 +19,13 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import pandas as pd
 
-import madloop
-from madloop import features
-from madloop.models.unet import UNet
 from madloop.plots import save
-from madloop.rng import Role, RunRNG, Streams
+from madloop.rng import Role
 from madloop.samples import Samples
 from madloop.sims import SIMS
 from madloop.studies import Study, register
 from madloop.studies.common import by_groups, columns_first, keeper, write_table
-from madloop.studies.sims_images import SEED, measure, paired
+from madloop.studies.sims_images import measure, paired, setting
 
 NAME = "sims-pollution"
 COLORS = {"ST": "k", "SIMS": "C3"}
@@ -37,12 +34,7 @@ COLORS = {"ST": "k", "SIMS": "C3"}
 def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> list[dict]:
     """The rows of one group of runs; with a ``work`` folder its stages (each model, each auxiliary, each
     draw's rows) are kept there (``madloop.studies.common.stage``)."""
-    src = madloop.DATA[p["data"]]()
-    net = features.network(src)
-    psi = net.embed(src.reference(p["n_ref"], RunRNG(SEED, range(0, 1), 0, Role.REFERENCE)).x[0])
-    streams = Streams(SEED, runs, p["runs"])
-    real = src.sample(p["n_real"], streams.at(0, Role.REAL))
-    spec = UNet(**p["unet"])
+    src, net, psi, streams, real, spec = setting(p, runs)
     sims = SIMS(n_aux=p["n_aux"], aux_images=p["budget"])
     kept = keeper(work, study=NAME, params=p, runs=[runs.start, runs.stop])
     clean = kept("model 0", lambda: spec.fit(real, streams.at(1, Role.TRAIN).child(Role.FIT)))
