@@ -457,3 +457,17 @@ def test_sims_pollution_pairs_simsp_with_the_polluted_standard_model():
     assert table.loc[("SIMS", 100), "diff"] == pytest.approx(0.2)  # against the clean ST-I
     assert table.loc[("SIMS", 100), "diff_own"] == pytest.approx(-0.1)  # against ST-P: SIMS helps it
     assert table.loc[("ST", 100), "diff_own"] == 0 and table.loc[("ST", 100), "diff"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("scale", ["ci", "cpu", "gpu"])
+@pytest.mark.parametrize("name", ["mad-bias", "mad-bias-flow-gan"])
+def test_mad_bias_families_resolve_to_valid_runs_at_every_scale(name, scale):
+    from madloop.studies import mad_bias
+
+    p = STUDIES[name].scales[scale]
+    for family, sizes in p["families"].items():
+        for loop in p["loops"]:
+            for lam in p["lams"]:
+                cfg = madloop.resolve({**mad_bias.FAMILIES[family], "gens": p["gens"], "every": p["every"],
+                                       "metrics": p["metrics"], **sizes, "loop": loop, "lam": lam})
+                assert cfg.model == mad_bias.FAMILIES[family]["model"] and cfg.lam == lam

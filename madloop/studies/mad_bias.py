@@ -10,10 +10,15 @@ Gaussians, and SPEC E1's toy DDPM on the 2D Gaussian when the ``ddpm`` family is
 diffusion); without it that family is skipped and the study says so. The cpu scale runs the DDPM at E1's
 sizes (100 epochs, 1000 points) with only 8 runs: its six loops of 50 generations took most of the study's
 47 minutes on 2 CPU cores (shared with another study); the gpu scale runs 50.
+
+``mad-bias-flow-gan`` runs the same for the MAD paper's other two families on the same Gaussian: a RealNVP flow
+(lam: temperature, z ~ N(0, lam I)) and a GAN (lam: truncation, z -> lam z); the cpu scale uses 500 points and
+20 generations, since each family trains one network per run per generation (madloop.models.flow, .gan).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,10 +40,14 @@ FAMILIES = {
     "gaussian": dict(model="gaussian", data="gaussian"),  # p_r = N([0, 0], [[2, 1], [1, 2]]), the data default
     "gmm": dict(model="gmm", data="mixture", data_options={"layout": "ring", "k": 8}, model_options={"k": 8}),
     "ddpm": dict(model="ddpm", data="gaussian"),
+    "flow": dict(model="flow", data="gaussian"),
+    "gan": dict(model="gan", data="gaussian"),
 }
 FAMILY_LABELS = {"gaussian": "Gaussian model, 2D Gaussian data",
                  "gmm": "Gaussian mixture (EM, k = 8), ring of 8 Gaussians",
-                 "ddpm": "DDPM (SPEC E1's toy MLP), 2D Gaussian data"}
+                 "ddpm": "DDPM (SPEC E1's toy MLP), 2D Gaussian data",
+                 "flow": "RealNVP flow (λ: temperature), 2D Gaussian data",
+                 "gan": "GAN (MLPs, non-saturating; λ: truncation), 2D Gaussian data"}
 COMMON = dict(loops=("fully_synthetic", "augmentation"), lams=(1.0, 0.7, 0.5), metrics=("w2", "precision", "recall"))
 
 
@@ -58,17 +67,17 @@ def snapshots(settings: Mapping[str, Any], lams, gens) -> pd.DataFrame:
     return pd.concat([pd.DataFrame(real, columns=["x", "y"]).assign(lam=np.nan, gen=0), *frames], ignore_index=True)
 
 
-def plot_metrics(table: pd.DataFrame, family: str, out: Path) -> list[Path]:
+def plot_metrics(table: pd.DataFrame, family: str, out: Path, name: str = NAME) -> list[Path]:
     """Rows: the loops; columns: the metrics; one line per lam."""
     table = table[table.family == family]
     order = list(COMMON["metrics"])
     metrics = sorted(set(table.metric), key=lambda m: order.index(m) if m in order else len(order))
     first = table.iloc[0]
     title = f"{FAMILY_LABELS[family]}: n_r = {first.n_real}, n_s = {first.n_synth}, {int(first.n)} runs (mean, 95% CI)"
-    return loops_by_metric(table, metrics, lambda v: f"λ = {v:g}", title, out, f"{NAME}-{family}")
+    return loops_by_metric(table, metrics, lambda v: f"λ = {v:g}", title, out, f"{name}-{family}")
 
 
-def plot_samples(samples: pd.DataFrame, family: str, out: Path) -> list[Path]:
+def plot_samples(samples: pd.DataFrame, family: str, out: Path, name: str = NAME) -> list[Path]:
     """Rows: lam; columns: a real sample, then S^t of one run at the snapshot generations (real data in grey)."""
     samples = samples[samples.family == family]
     real = samples[samples.gen == 0]
@@ -90,14 +99,16 @@ def plot_samples(samples: pd.DataFrame, family: str, out: Path) -> list[Path]:
             ax.set_aspect("equal")
     fig.suptitle(f"{FAMILY_LABELS[family]}: one run of the fully synthetic loop (grey: a real sample)", fontsize=11)
     fig.tight_layout()
-    return save(fig, out, f"{NAME}-samples-{family}")
+    return save(fig, out, f"{name}-samples-{family}")
 
 
-def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
+def make(params: Mapping[str, Any], out: Path, jobs: int, name: str = NAME) -> list[Path]:
+    """Each family of ``params["families"]`` (sizes per family) in both loops at each lam; the tables and
+    figures are named after the study ``name``."""
     tables, samples = [], []
     for family, sizes in params["families"].items():
         if FAMILIES[family]["model"] not in MODELS:
-            print(f"{NAME}: model family '{FAMILIES[family]['model']}' is not registered; skipping {family}")
+            print(f"{name}: model family '{FAMILIES[family]['model']}' is not registered; skipping {family}")
             continue
         settings = {**FAMILIES[family], **{k: params[k] for k in ("gens", "every", "metrics")}, **sizes}
         summary = sweep({"loop": params["loops"], "lam": params["lams"]}, jobs, **settings).summary()
@@ -105,9 +116,9 @@ def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
         samples.append(snapshots(settings, params["lams"], params["snapshots"]).assign(family=family))
     table = columns_first(pd.concat(tables, ignore_index=True), ["family", "loop", "lam", "n_real", "n_synth"])
     samples = pd.concat(samples, ignore_index=True)[["family", "lam", "gen", "x", "y"]]
-    paths = [write_table(table, out, NAME), write_table(samples, out, f"{NAME}-samples")]
+    paths = [write_table(table, out, name), write_table(samples, out, f"{name}-samples")]
     for family in dict.fromkeys(table.family):
-        paths += plot_metrics(table, family, out) + plot_samples(samples, family, out)
+        paths += plot_metrics(table, family, out, name) + plot_samples(samples, family, out, name)
     return paths
 
 
@@ -130,4 +141,23 @@ register(Study(
             "ddpm": dict(runs=50, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, device="auto")}),
     },
     make=make,
+))
+
+
+register(Study(
+    name="mad-bias-flow-gan",
+    description="E2 for the MAD paper's other two families: a RealNVP flow and a GAN, fully synthetic and "
+                "augmentation loops at lam = 1, 0.7, 0.5: W2, precision, recall",
+    scales={
+        "ci": dict(COMMON, lams=(1.0, 0.5), gens=2, every=1, snapshots=(1, 2), families={
+            "flow": dict(runs=2, n_real=40, n_synth=40, n_eval=40, n_ref=40, epochs=2, layers=2, width=8),
+            "gan": dict(runs=2, n_real=40, n_synth=40, n_eval=40, n_ref=40, epochs=2, width=8)}),
+        "cpu": dict(COMMON, gens=20, every=2, snapshots=(1, 5, 10, 20), families={
+            "flow": dict(runs=8, n_real=500, n_synth=500, n_eval=500, n_ref=500),
+            "gan": dict(runs=8, n_real=500, n_synth=500, n_eval=500, n_ref=500)}),
+        "gpu": dict(COMMON, gens=100, every=5, snapshots=(1, 5, 20, 50, 100), families={
+            "flow": dict(runs=50, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, device="auto"),
+            "gan": dict(runs=50, n_real=1000, n_synth=1000, n_eval=1000, n_ref=1000, device="auto")}),
+    },
+    make=functools.partial(make, name="mad-bias-flow-gan"),
 ))
