@@ -471,3 +471,28 @@ def test_mad_bias_families_resolve_to_valid_runs_at_every_scale(name, scale):
                 cfg = madloop.resolve({**mad_bias.FAMILIES[family], "gens": p["gens"], "every": p["every"],
                                        "metrics": p["metrics"], **sizes, "loop": loop, "lam": lam})
                 assert cfg.model == mad_bias.FAMILIES[family]["model"] and cfg.lam == lam
+
+
+def test_e1_figures_leave_out_the_arms_that_blew_up_and_name_them(tmp_path):
+    from madloop.studies import sims_gaussian_2d as e1
+
+    def arm(kind, omega, size, values, late):
+        rows = [dict(part="loops", network="fitting", kind=kind, omega=omega, n_synth=size, gen=g, mean=v)
+                for g, v in enumerate(values)]
+        return rows + [dict(part="versus-standard", network="fitting", kind=kind, omega=omega, n_synth=size, gen=1,
+                            late=True, mean=late)]
+
+    table = pd.DataFrame(arm("standard", 0.0, 250, [0.3, 0.4, 0.5], 0.45) + arm("sims", 1.0, 250, [0.3, 0.4, 29.0], 9.0)
+                         + arm("real", 1.0, 250, [0.3, 2.0, 1e30], 1e29))  # the floor 0.3: 100 floors is 30
+    blown = e1.blown_up(table, "fitting")
+    assert blown[["kind", "omega", "n_synth"]].values.tolist() == [["real", 1.0, 250]]
+    assert blown.late.iloc[0] == 1e29
+    drawn = e1._drawn(table, blown)
+    assert set(drawn.kind) == {"standard", "sims"}
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_xlabel("ω")
+    e1._blown_note(ax, blown)
+    assert "real ω = 1 at |S^t| = 250 (late E[W2] 1e+29)" in ax.get_xlabel()
+    plt.close(fig)

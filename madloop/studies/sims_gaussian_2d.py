@@ -285,6 +285,37 @@ def make(p: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
     return paths
 
 
+BLOWN_UP = 100.0  # an arm whose E[W2_t] passes this many real-data floors at some generation has blown up
+
+
+def blown_up(table: pd.DataFrame, net: str) -> pd.DataFrame:
+    """The loop arms of ``net`` that blew up: E[W2_t] above BLOWN_UP floors at some generation (the real-data
+    control reaches 1e58 on the fitting network). One row per arm (kind, omega, n_synth) with its largest
+    E[W2_t] and its window's E[W2] (``late``); the figures leave these arms out (they would flatten every other
+    arm) and name them in a note."""
+    loops = table[(table.part == "loops") & (table.network == net)]
+    floor = loops[loops.gen == 0]["mean"].mean()
+    arms = loops.groupby(["kind", "omega", "n_synth"], as_index=False)["mean"].max().rename(columns={"mean": "peak"})
+    late = table[(table.part == "versus-standard") & (table.network == net) & table.late.eq(True)]
+    arms = arms.merge(late[["kind", "omega", "n_synth", "mean"]].rename(columns={"mean": "late"}), how="left")
+    return arms[arms.peak > BLOWN_UP * floor].reset_index(drop=True)
+
+
+def _drawn(rows: pd.DataFrame, blown: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` less those of the arms in ``blown``."""
+    keys = ["kind", "omega", "n_synth"]
+    gone = rows[keys].apply(tuple, axis=1).isin(set(blown[keys].apply(tuple, axis=1)))
+    return rows[~gone]
+
+
+def _blown_note(ax, blown: pd.DataFrame) -> None:
+    """Name, under ``ax``'s x label, the arms left out because they blew up."""
+    if len(blown):
+        arms = "; ".join(f"{b.kind} ω = {b.omega:g} at |S^t| = {b.n_synth} (late E[W2] {b.late:.2g})"
+                         for b in blown.itertuples())
+        ax.set_xlabel(f"{ax.get_xlabel()}\nnot drawn, blown up past {BLOWN_UP:g}x the floor:\n{arms}", fontsize=8)
+
+
 def _note(p: Mapping[str, Any], floor: bool = True) -> str:
     nets = "; ".join(f"{k}: {v['epochs']} epochs, aux {v['aux_epochs']}" for k, v in p["networks"].items())
     return (f"{p['runs']} runs, n_aux = {p['n_aux']}; {nets}; "
@@ -340,8 +371,12 @@ def plot_prevention(table: pd.DataFrame, p, out: Path) -> list[Path]:
     for (top, bottom), net in zip(axes.T, p["networks"]):
         rows = table[(table.part == "loops") & (table.n_synth == size) & (table.network == net)
                      & table.kind.isin(["standard", "sims"])]
+        blown = blown_up(table, net)
+        blown = blown[blown.kind.isin(["standard", "sims"]) & (blown.n_synth == size)]
+        rows = _drawn(rows, blown)
         curves(top, rows, "omega", label=lambda w: f"ω = {w:g}")
         curves(bottom, rows, "omega", label=lambda w: f"ω = {w:g}", value="mad_ratio")
+        _blown_note(bottom, blown)
         top.set(title=f"network: {net}, SIMS", ylabel="E[W2(G^t, p_r)]")
         bottom.set_ylabel("MAD ratio r_t = E[W2_t] / E[W2_1]")
         bottom.axhline(1.0, color="0.5", linewidth=0.8)
@@ -357,6 +392,9 @@ def plot_convergence(table: pd.DataFrame, p, out: Path) -> list[Path]:
     for ax, net in zip(axes[0], p["networks"]):
         rows = table[(table.part == "loops") & (table.gen == 1) & (table.network == net)
                      & table.kind.isin(["standard", "sims"])]
+        blown = blown_up(table, net)
+        blown = blown[blown.kind.isin(["standard", "sims"])]
+        rows = _drawn(rows, blown)
         for i, (size, df) in enumerate(rows.groupby("n_synth")):
             df = df.sort_values("omega")
             yerr = [df.convergence_ratio - df.convergence_ratio_low, df.convergence_ratio_high - df.convergence_ratio]
@@ -364,8 +402,9 @@ def plot_convergence(table: pd.DataFrame, p, out: Path) -> list[Path]:
                         color=f"C{i}", label=f"|S^t| = {size}")
         ax.axhline(1.0, color="0.5", linewidth=0.8)
         ax.set(title=f"network: {net}, SIMS", xlabel="guidance strength ω",
-               ylabel=f"convergence ratio (the paper's)\nmean of E[W2_t] over t in [{p['window'][0]}, "
-                      f"{p['window'][1]}] / the arm's own E[W2_1]")
+               ylabel=f"the paper's convergence ratio: mean E[W2_t],\nt in [{p['window'][0]}, {p['window'][1]}], "
+                      f"/ the arm's own E[W2_1]")
+        _blown_note(ax, blown)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"Augmentation loop: prevention (<= 1) vs ω and |S^t|\n{_note(p, floor=False)}", fontsize=9)
@@ -384,6 +423,8 @@ def plot_versus_standard(table: pd.DataFrame, p, out: Path) -> list[Path]:
         versus = table[(table.part == "versus-standard") & (table.network == net)]
         rows, first = versus[versus.late.eq(True)], versus[(versus.kind == "standard") & (versus.gen == 1)
                                                                      & versus.late.eq(False)]
+        blown = blown_up(table, net)
+        rows = _drawn(rows, blown)
         floor = table[(table.part == "loops") & (table.gen == 0) & (table.network == net)]["mean"].mean()
         for j, (size, by_size) in enumerate(rows.groupby("n_synth")):
             for i, (kind, df) in enumerate(_kinds(by_size)):
@@ -404,6 +445,7 @@ def plot_versus_standard(table: pd.DataFrame, p, out: Path) -> list[Path]:
         right.axhline(0.0, color="0.5", linewidth=0.8)
         right.set(xlabel="guidance strength ω", title=f"network: {net}",
                   ylabel="paired difference arm − standard (ω = 0)\nof the window's W2")
+        _blown_note(right, blown)
         for ax in (left, right):
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6, ncol=2)
