@@ -487,8 +487,10 @@ def test_e1_figures_leave_out_the_arms_that_blew_up_and_name_them(tmp_path):
     blown = e1.blown_up(table, "fitting")
     assert blown[["kind", "omega", "n_synth"]].values.tolist() == [["real", 1.0, 250]]
     assert blown.late.iloc[0] == 1e29
-    drawn = e1._drawn(table, blown)
-    assert set(drawn.kind) == {"standard", "sims"}
+    drawn, named = e1._drawn(table, table, "fitting")
+    assert set(drawn.kind) == {"standard", "sims"} and named.equals(blown)
+    drawn, named = e1._drawn(table[table.kind != "real"], table, "fitting")  # a figure without that arm
+    assert set(drawn.kind) == {"standard", "sims"} and named.empty  # names nothing
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()

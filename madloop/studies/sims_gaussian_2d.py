@@ -301,11 +301,14 @@ def blown_up(table: pd.DataFrame, net: str) -> pd.DataFrame:
     return arms[arms.peak > BLOWN_UP * floor].reset_index(drop=True)
 
 
-def _drawn(rows: pd.DataFrame, blown: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` less those of the arms in ``blown``."""
+def _drawn(rows: pd.DataFrame, table: pd.DataFrame, net: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``rows`` (of network ``net``) less those of the arms that blew up, and those arms (``blown_up``) that
+    ``rows`` held: what a figure draws, and what its note names."""
     keys = ["kind", "omega", "n_synth"]
+    blown = blown_up(table, net)
+    blown = blown[blown[keys].apply(tuple, axis=1).isin(set(rows[keys].apply(tuple, axis=1)))]
     gone = rows[keys].apply(tuple, axis=1).isin(set(blown[keys].apply(tuple, axis=1)))
-    return rows[~gone]
+    return rows[~gone], blown.reset_index(drop=True)
 
 
 def _blown_note(ax, blown: pd.DataFrame) -> None:
@@ -371,9 +374,7 @@ def plot_prevention(table: pd.DataFrame, p, out: Path) -> list[Path]:
     for (top, bottom), net in zip(axes.T, p["networks"]):
         rows = table[(table.part == "loops") & (table.n_synth == size) & (table.network == net)
                      & table.kind.isin(["standard", "sims"])]
-        blown = blown_up(table, net)
-        blown = blown[blown.kind.isin(["standard", "sims"]) & (blown.n_synth == size)]
-        rows = _drawn(rows, blown)
+        rows, blown = _drawn(rows, table, net)
         curves(top, rows, "omega", label=lambda w: f"ω = {w:g}")
         curves(bottom, rows, "omega", label=lambda w: f"ω = {w:g}", value="mad_ratio")
         _blown_note(bottom, blown)
@@ -392,9 +393,7 @@ def plot_convergence(table: pd.DataFrame, p, out: Path) -> list[Path]:
     for ax, net in zip(axes[0], p["networks"]):
         rows = table[(table.part == "loops") & (table.gen == 1) & (table.network == net)
                      & table.kind.isin(["standard", "sims"])]
-        blown = blown_up(table, net)
-        blown = blown[blown.kind.isin(["standard", "sims"])]
-        rows = _drawn(rows, blown)
+        rows, blown = _drawn(rows, table, net)
         for i, (size, df) in enumerate(rows.groupby("n_synth")):
             df = df.sort_values("omega")
             yerr = [df.convergence_ratio - df.convergence_ratio_low, df.convergence_ratio_high - df.convergence_ratio]
@@ -423,8 +422,7 @@ def plot_versus_standard(table: pd.DataFrame, p, out: Path) -> list[Path]:
         versus = table[(table.part == "versus-standard") & (table.network == net)]
         rows, first = versus[versus.late.eq(True)], versus[(versus.kind == "standard") & (versus.gen == 1)
                                                                      & versus.late.eq(False)]
-        blown = blown_up(table, net)
-        rows = _drawn(rows, blown)
+        rows, blown = _drawn(rows, table, net)
         floor = table[(table.part == "loops") & (table.gen == 0) & (table.network == net)]["mean"].mean()
         for j, (size, by_size) in enumerate(rows.groupby("n_synth")):
             for i, (kind, df) in enumerate(_kinds(by_size)):
