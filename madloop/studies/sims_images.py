@@ -236,11 +236,14 @@ def plot_fid(table: pd.DataFrame, against: pd.DataFrame, p: Mapping[str, Any], o
         axes[1, j].axhline(0, color="k", lw=1)
         axes[0, j].set_title(f"B = {b} images", fontsize=10)
         axes[2, j].set_xlabel("omega")
-        for ax in axes[:, j]:
+        axes[0, j].set_yscale("log")  # a control that blows up at large omega stays on the axes without
+        for ax in axes[:, j]:         # flattening the small omegas, where the effects are
             ax.set_xscale("symlog", linthresh=0.1)
-    axes[0, 0].set_ylabel("FID (feature network)")
-    axes[1, 0].set_ylabel("FID - base FID (paired; 95% CI over runs)")
-    axes[2, 0].set_ylabel("SIMS FID - control FID (paired)")
+        for ax in axes[1:, j]:
+            ax.set_yscale("symlog", linthresh=0.1)
+    axes[0, 0].set_ylabel("FID (feature network; log scale)")
+    axes[1, 0].set_ylabel("FID - base FID (paired; 95% CI over runs)\nlinear within ±0.1, log beyond")
+    axes[2, 0].set_ylabel("SIMS FID - control FID (paired)\nlinear within ±0.1, log beyond")
     axes[0, 0].legend(fontsize=7)
     axes[2, 0].legend(fontsize=7)
     fig.suptitle(f"SIMS and its controls on {p['data']}: {int(first.n)} runs x {int(first.draws)} paired draws of "
