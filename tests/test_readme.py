@@ -77,6 +77,7 @@ def test_python_blocks_run(tmp_path, index):
     assert done.returncode == 0, f"README python block {index}:\n{code}\n{done.stderr}"
 
 
+@pytest.mark.long
 def test_bash_blocks_run_in_order(tmp_path):
     """The lines of all bash blocks run one after another in one folder (later lines use earlier results)."""
     for line in commands():
