@@ -236,8 +236,9 @@ def plot_fid(table: pd.DataFrame, against: pd.DataFrame, p: Mapping[str, Any], o
         axes[1, j].axhline(0, color="k", lw=1)
         axes[0, j].set_title(f"B = {b} images", fontsize=10)
         axes[2, j].set_xlabel("omega")
-        axes[0, j].set_yscale("log")  # a control that blows up at large omega stays on the axes without
-        for ax in axes[:, j]:         # flattening the small omegas, where the effects are
+        # a control that blows up at large omega stays on the axes without flattening the small omegas
+        axes[0, j].set_yscale("log")
+        for ax in axes[:, j]:
             ax.set_xscale("symlog", linthresh=0.1)
         for ax in axes[1:, j]:
             ax.set_yscale("symlog", linthresh=0.1)
