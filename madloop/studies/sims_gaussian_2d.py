@@ -304,11 +304,12 @@ def blown_up(table: pd.DataFrame, net: str) -> pd.DataFrame:
 def _drawn(rows: pd.DataFrame, table: pd.DataFrame, net: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``rows`` (of network ``net``) less those of the arms that blew up, and those arms (``blown_up``) that
     ``rows`` held: what a figure draws, and what its note names."""
-    keys = ["kind", "omega", "n_synth"]
-    blown = blown_up(table, net)
-    blown = blown[blown[keys].apply(tuple, axis=1).isin(set(rows[keys].apply(tuple, axis=1)))]
-    gone = rows[keys].apply(tuple, axis=1).isin(set(blown[keys].apply(tuple, axis=1)))
-    return rows[~gone], blown.reset_index(drop=True)
+    def arm(df: pd.DataFrame) -> pd.Series:
+        return df[["kind", "omega", "n_synth"]].apply(tuple, axis=1)
+
+    mine, blown = arm(rows), blown_up(table, net)
+    blown = blown[arm(blown).isin(set(mine))]
+    return rows[~mine.isin(set(arm(blown)))], blown.reset_index(drop=True)
 
 
 def _blown_note(ax, blown: pd.DataFrame) -> None:
