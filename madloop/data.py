@@ -7,6 +7,8 @@ Sources that know p_r in closed form also give its log density ``log_prob(x)`` a
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +136,21 @@ class MixtureData:
         return Samples(means[comp] + self.std * rng.standard_normal(n, means.shape[1]))
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, or a ValueError that says the file is damaged.
+
+    A file that is not a zip archive makes np.load fall back to pickle and refuse it ("pickled (object)
+    data"), which would send a user looking for the wrong problem; a truncated archive fails deep in zipfile.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz archive (a zip file): it is corrupted, truncated or of another format")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{path} is a damaged .npz archive ({err})") from None
+
+
 def read_points(path: str | Path) -> np.ndarray:
     """An (N, d) float array from .npy, .npz (its only array, or the one named 'x') or .csv (header allowed)."""
     path = Path(path)
@@ -143,10 +160,10 @@ def read_points(path: str | Path) -> np.ndarray:
         if path.suffix == ".npy":
             x = np.load(path, allow_pickle=False)
         elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if len(z.files) != 1 and "x" not in z.files:
-                    raise ValueError(f"{path} holds arrays {z.files}: name the points 'x' or keep one array")
-                x = z["x"] if "x" in z.files else z[z.files[0]]
+            arrays = read_npz(path)
+            if len(arrays) != 1 and "x" not in arrays:
+                raise ValueError(f"{path} holds arrays {sorted(arrays)}: name the points 'x' or keep one array")
+            x = arrays["x"] if "x" in arrays else next(iter(arrays.values()))
         elif path.suffix == ".csv":
             x = np.genfromtxt(path, delimiter=",", dtype=float)
             if x.ndim == 2 and np.isnan(x[0]).all():  # a header row

@@ -31,6 +31,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from madloop.data import read_npz
 from madloop.registry import DATA
 from madloop.rng import RunRNG, role_id
 from madloop.samples import Samples
@@ -332,10 +333,9 @@ def read_images(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         x, y = _read_png_folder(p)
     elif p.is_file() and p.suffix == ".npz":
         try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {name: z[name] for name in z.files if name in ("x", "y")}
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read images from {p}: {err}") from None
+            arrays = read_npz(p)
+        except ValueError as err:
+            raise ValueError(f"cannot read images: {err}") from None
         if "x" not in arrays:
             raise ValueError(f"{p} holds no array named 'x': save the images as x (and the labels as y)")
         x, y = arrays["x"], arrays.get("y")
@@ -389,10 +389,13 @@ def _read_png_folder(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
             raise ValueError(f"{d} holds no PNG files")
     rgba = []
     for f in (f for group in files for f in group):
-        with Image.open(f) as im:
-            if im.mode in ("I", "I;16", "I;16B", "F"):
-                raise ValueError(f"{f} is a 16-bit or float PNG: save the images with 8 bits per channel")
-            rgba.append(np.asarray(im.convert("RGBA")))
+        try:
+            with Image.open(f) as im:
+                if im.mode in ("I", "I;16", "I;16B", "F"):
+                    raise ValueError(f"{f} is a 16-bit or float PNG: save the images with 8 bits per channel")
+                rgba.append(np.asarray(im.convert("RGBA")))
+        except (OSError, Image.DecompressionBombError) as err:  # not an image, or truncated (PIL's errors are OSErrors)
+            raise ValueError(f"{f} is not a readable PNG image ({err}): remove or replace it") from None
     sizes = {a.shape for a in rgba}
     if len(sizes) > 1:
         raise ValueError(f"the PNG files in {folder} differ in size: {sorted(s[:2] for s in sizes)}")

@@ -192,3 +192,45 @@ def test_a_missing_optional_backend_says_how_to_install_it(monkeypatch, capsys, 
     code, err = cli(monkeypatch, capsys, "run", "--runs", "2", "--gens", "2", "--backend", "ray", "--out", "o")
     assert code == 2 and "pip install 'madloop[ray]'" in err
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 32: inputs that ended in a traceback or a silent wrong answer.
+
+
+def one_line_error(code, err, *messages):
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for message in messages:
+        assert message in err, err
+
+
+def damaged_files(tmp_path):
+    """A corrupt and a truncated .npz, a folder with non-PNG bytes named .png, and one with a truncated PNG."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip archive")
+    np.savez(tmp_path / "whole.npz", x=np.zeros((40, 8, 8), np.uint8))
+    whole = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(whole[: len(whole) // 2])
+    for name in ("garbage", "cut"):
+        (tmp_path / name / "a").mkdir(parents=True)
+    (tmp_path / "garbage" / "a" / "0.png").write_bytes(b"these bytes are no PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "full.png")
+    png = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut" / "a" / "0.png").write_bytes(png[: len(png) // 2])
+
+
+@pytest.mark.parametrize("data, file, message", [
+    ("images", "corrupt.npz", "corrupt.npz is not an .npz archive"),
+    ("images", "truncated.npz", "truncated.npz is not an .npz archive"),
+    ("file", "corrupt.npz", "corrupt.npz is not an .npz archive"),
+    ("file", "truncated.npz", "truncated.npz is not an .npz archive"),
+    ("images", "garbage", "0.png is not a readable PNG image"),
+    ("images", "cut", "0.png is not a readable PNG image"),
+])
+def test_damaged_data_files_fail_in_one_line(monkeypatch, capsys, tmp_path, data, file, message):
+    damaged_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*cli(monkeypatch, capsys, "run", "--data", data, "--file", file, "--out", "out"), message)
+    assert not (tmp_path / "out").exists()
