@@ -13,3 +13,6 @@ class Stopped(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"stopped by signal {signum}")
         self.signum = signum
+
+    def __reduce__(self):  # pickle (a worker process's error) rebuilds it from its signal, not from its message
+        return type(self), (self.signum,)

@@ -86,6 +86,9 @@ class Diverged(MadloopError):
         super().__init__(message)
         self.rows = rows
 
+    def __reduce__(self):  # it travels back from a worker process: rebuild it with both arguments
+        return type(self), (str(self), self.rows)
+
 
 @dataclass
 class Tally:

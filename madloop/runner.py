@@ -157,15 +157,21 @@ def gpu_count(parts: Parts) -> int:
 
 
 def run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
-              checkpoint_s: float = 30.0, gpu: int | None = None, parent: int | None = None) -> None:
+              checkpoint_s: float = 30.0, gpu: int | None = None, parent: int | None = None) -> Diverged | None:
     """All generations of one chunk of runs; each generation's results are stored as soon as they exist.
 
     The chunk saves a checkpoint at most every ``checkpoint_s`` seconds; a rerun continues from it.
     Generations after the checkpoint are recomputed exactly (keyed streams), overwriting their parts.
     The worker holds the chunk's lock throughout; ``parent`` is the pid of the process that started it.
+    A chunk whose model diverges stops there and returns the error, its 'failed' rows written: raised, it
+    would make joblib kill the other workers before they record their own.
     """
     with store.chunk_locked(path, runs.start), orphan_watch(parent):
-        _run_chunk(cfg, parts, runs, path, threads, torch_threads, checkpoint_s, gpu)
+        try:
+            _run_chunk(cfg, parts, runs, path, threads, torch_threads, checkpoint_s, gpu)
+        except Diverged as err:
+            return err
+    return None
 
 
 def orphan_watch(parent: int | None):
@@ -368,7 +374,12 @@ def _drive(cfg: RunConfig, parts: Parts, path: Path, jobs: int, on_progress, che
             # Workers get an absolute path: a reused worker process may have another working directory.
             tasks = (delayed(run_chunk)(cfg, parts, r, path.absolute(), threads, threads if jobs > 1 else None, checkpoint_s,
                                         work.index(r) % gpus if gpus > 1 else None, os.getpid()) for r in todo)
-            Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks)  # loky, or the backend of joblib.parallel_config
+            diverged = [err for err in Parallel(n_jobs=max(1, min(jobs, len(todo))))(tasks) if err is not None]
+            if len(diverged) > 1:  # every chunk has recorded its own 'failed' rows; the first names its run
+                raise Diverged(f"{diverged[0]}; {len(diverged)} of {len(todo)} chunks of runs diverged, each recorded",
+                               diverged[0].rows)
+            if diverged:
+                raise diverged[0]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = load(path)

@@ -199,7 +199,9 @@ def test_a_missing_optional_backend_says_how_to_install_it(monkeypatch, capsys, 
 
 
 def one_line_error(code, err, *messages):
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    """Exit code 2 and one `error:` line on stderr, after at most the line a started run prints first."""
+    lines = [line for line in err.splitlines() if not line.startswith("madloop: ")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     for message in messages:
         assert message in err, err
 
@@ -234,3 +236,54 @@ def test_damaged_data_files_fail_in_one_line(monkeypatch, capsys, tmp_path, data
     monkeypatch.chdir(tmp_path)
     one_line_error(*cli(monkeypatch, capsys, "run", "--data", data, "--file", file, "--out", "out"), message)
     assert not (tmp_path / "out").exists()
+
+
+def madloop_exceptions() -> set[type]:
+    """Every exception class that madloop's modules define."""
+    import importlib
+    import pkgutil
+
+    import madloop
+
+    found = set()
+    for info in pkgutil.walk_packages(madloop.__path__, "madloop."):
+        if info.name == "madloop.__main__":  # importing it runs the command line
+            continue
+        module = importlib.import_module(info.name)
+        found |= {v for v in vars(module).values()
+                  if isinstance(v, type) and issubclass(v, BaseException) and v.__module__ == info.name}
+    return found
+
+
+def test_every_madloop_exception_survives_a_worker_process():
+    """joblib sends a worker's exception back pickled; one that cannot be rebuilt broke the whole pool."""
+    import pickle
+
+    import pandas as pd
+
+    from madloop.cli import Interrupted
+    from madloop.errors import MadloopError, Stopped
+    from madloop.measure import Diverged
+    from madloop.snapshot import SnapshotError
+
+    rows = pd.DataFrame({"run": [3], "gen": [2], "metric": ["failed"], "value": [float("nan")]})
+    examples = [MadloopError("bad"), Stopped(15), Diverged("generation 2: run 3 diverged", rows), SnapshotError("bad"),
+                Interrupted()]
+    assert {type(e) for e in examples} == madloop_exceptions()  # a new exception class needs a line here
+    for error in examples:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error) and vars(back).keys() == vars(error).keys()
+    assert pickle.loads(pickle.dumps(examples[1])).signum == 15
+    pd.testing.assert_frame_equal(pickle.loads(pickle.dumps(examples[2])).rows, rows)
+
+
+def test_a_model_that_diverges_in_two_workers_stops_in_one_line_and_records_every_chunk(monkeypatch, capsys, tmp_path):
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    code, err = cli(monkeypatch, capsys, "run", "--model", "ddpm", "--algo", "sims", "--loop", "augmentation", "--omega", "1e9",
+                    "--runs", "4", "--gens", "3", "--n-real", "50", "--n-synth", "50", "--n-eval", "50", "--n-ref", "50",
+                    "--n-aux", "50", "--epochs", "2", "--aux-images", "100", "--jobs", "2", "--out", "out", "--no-progress")
+    one_line_error(code, err, "the model diverged", "2 of 2 chunks of runs diverged")
+    rows = pd.concat(pd.read_parquet(f) for f in (tmp_path / "out" / "parts").glob("rows-*.parquet"))
+    assert sorted(rows[rows.metric == "failed"].run) == [0, 1, 2, 3]
