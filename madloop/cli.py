@@ -536,6 +536,9 @@ def main() -> None:
     except _usage_errors() as err:
         typer.echo(f"error: {getattr(err, 'format_message', err.__str__)()}", err=True)
         sys.exit(2)
+    except OSError as err:  # a file system's refusal that no layer above named; writes are atomic, so nothing is half-written
+        typer.echo(f"error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), err=True)
+        sys.exit(2)
     sys.exit(code or 0)
 
 

@@ -108,12 +108,14 @@ def save(fig, out: str | Path, name: str, tight: bool = True) -> list[Path]:
     """The figure as ``out/name.png`` and ``.pdf`` (each written atomically), then closed; ``tight``: cropped
     to what is drawn."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
     try:
+        out.mkdir(parents=True, exist_ok=True)
         for p in paths:
             store.atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=150, format=p.suffix[1:],
                                                           bbox_inches="tight" if tight else None))
+    except OSError as err:  # a read-only folder, a name too long
+        raise store.refused(err.filename or out, err) from None
     finally:
         plt.close(fig)
     return paths

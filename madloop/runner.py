@@ -302,6 +302,8 @@ def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int],
             return load(path)
         parts = build(cfg)
         check_device(parts)
+    if store.is_finished(path) and not os.access(path, os.W_OK):
+        return load(path)  # a finished run on a read-only disk: nothing to write, and nothing can be writing it
         recorded = store.read_meta(path).get("inception")
         if recorded and feature_notes(parts)["inception"]["sha256"] != recorded["sha256"]:
             raise MadloopError(f"the Inception weights file {recorded['file']} has changed since {path} started (its "

@@ -80,11 +80,19 @@ GRIDS = "grids"  # madloop.grids.FOLDER: the sample grids of image loops
 MADLOOP_FILES = (CONFIG, SUMMARY, LOG, PARTS, MARKER, GRIDS, *(k.file for k in KINDS), *FIGURES)
 
 
+def refused(path: Path, err: OSError) -> MadloopError:
+    """A file system's refusal (read-only, no permission, a name too long, no space) as one line naming ``path``."""
+    return MadloopError(f"cannot write {path}: {err.strerror or err}")
+
+
 def is_run_dir(path: Path) -> bool:
     """madloop's marker is there, or (a run written before the marker existed) a config.json madloop wrote."""
     path = Path(path)
-    if (path / MARKER).is_file():
-        return True
+    try:
+        if (path / MARKER).is_file():
+            return True
+    except OSError:  # a name too long to look up holds no run
+        return False
     try:
         meta = json.loads((path / CONFIG).read_text())
     except (OSError, ValueError):
@@ -123,10 +131,10 @@ def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *
     from madloop import __version__
 
     path = Path(path)
-    _check_target(path, force)
     try:
+        _check_target(path, force)
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+    except OSError as err:  # a name too long even to look up, a read-only or full disk
         raise MadloopError(f"cannot create the run directory {path}: {err.strerror or err}") from None
     with locked(path):
         _check_target(path, force)  # again, now that no other madloop process can be writing it
@@ -288,7 +296,11 @@ def forget_chunk(path: Path, chunk: int) -> None:
 @contextlib.contextmanager
 def _held(file: Path, what: str):
     """Hold ``file``'s exclusive lock while the block runs; fail at once, naming the holder, if it is taken."""
-    with open(file, "a+") as f:
+    try:
+        f = open(file, "a+")
+    except OSError as err:  # a read-only file system: nothing can be written there, so nothing is
+        raise refused(file, err) from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,5 +1,8 @@
 """Every bad input: one clear line on stderr, exit code 2, no traceback, nothing written."""
 
+import contextlib
+import os
+import subprocess
 import sys
 
 import pytest
@@ -287,3 +290,60 @@ def test_a_model_that_diverges_in_two_workers_stops_in_one_line_and_records_ever
     one_line_error(code, err, "the model diverged", "2 of 2 chunks of runs diverged")
     rows = pd.concat(pd.read_parquet(f) for f in (tmp_path / "out" / "parts").glob("rows-*.parquet"))
     assert sorted(rows[rows.metric == "failed"].run) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--runs", "5", "--gens", "2", "--out", "a" * 300],
+    ["run", "--runs", "5", "--gens", "2", "--out", "/".join(["d" * 200] * 25)],
+    ["resume", "a" * 300],
+])
+def test_out_names_too_long_fail_in_one_line(monkeypatch, capsys, tmp_path, args):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*cli(monkeypatch, capsys, *args))
+    assert not any(tmp_path.iterdir())
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """``folder`` read-only: a read-only bind mount where this process may mount (root ignores file modes),
+    else its modes without write permission."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+        for p in modes:
+            p.chmod(modes[p] & ~0o222)
+        try:
+            yield
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    mount = subprocess.run(["mount", "--bind", folder, folder], capture_output=True)
+    if mount.returncode or subprocess.run(["mount", "-o", "remount,ro,bind", folder], capture_output=True).returncode:
+        subprocess.run(["umount", folder], capture_output=True)
+        pytest.skip("root without permission to mount: cannot make a read-only folder")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+def test_a_read_only_file_system_gets_one_line_and_loses_nothing(monkeypatch, capsys, tmp_path, tiny):
+    import madloop
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "disk").mkdir()
+    madloop.run(**tiny, out="disk/run")
+    before = {p: p.read_bytes() for p in (tmp_path / "disk").rglob("*") if p.is_file()}
+    with read_only(tmp_path / "disk"):
+        assert len(madloop.load("disk/run").table)
+        # A finished run has nothing to write: resume reopens it, and only its figure cannot be drawn there.
+        one_line_error(*cli(monkeypatch, capsys, "resume", "disk/run"), "cannot write disk/run/figures")
+        one_line_error(*cli(monkeypatch, capsys, "run", *flags(tiny), "--out", "disk/run", "--force"),
+                       "Read-only file system" if os.geteuid() == 0 else "Permission denied")
+        one_line_error(*cli(monkeypatch, capsys, "plot", "disk/run", "--out", "disk/figures"), "cannot write disk/figures")
+        one_line_error(*cli(monkeypatch, capsys, "run", *flags(tiny), "--out", "disk/new"), "cannot create the run directory")
+    assert {p: p.read_bytes() for p in (tmp_path / "disk").rglob("*") if p.is_file()} == before
+
+
+def flags(settings):
+    return [part for k, v in settings.items() for part in (f"--{k.replace('_', '-')}", str(v))]
