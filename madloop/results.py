@@ -252,7 +252,8 @@ class Result:
         return pd.DataFrame(rows)
 
 
-def compare(a: Result, b: Result, metric: str, window: int | tuple[int, int] | None = None) -> pd.DataFrame:
+def compare(a: Result | str | Path, b: Result | str | Path, metric: str,
+            window: int | tuple[int, int] | None = None) -> pd.DataFrame:
     """The paired difference b - a of ``metric`` over runs, per generation, with the 95% Student-t interval of
     its mean (SPEC section 5: two configurations run with one seed share D_r and, for training algorithms
     that share streams, generation 1; compare them run by run, not each over its own generation 1).
@@ -261,8 +262,10 @@ def compare(a: Result, b: Result, metric: str, window: int | tuple[int, int] | N
     or a pair (start, end): start <= t <= end, as in ``Result.convergence_ratio``), one more row (late =
     True, gen = the window's first generation) pairs each run's mean over the window's generations. A run
     that is not finite in either arm (diverged) pairs with nothing. Refuses results of different seeds or
-    numbers of runs, or whose stored runs differ: their runs are not the same draws.
+    numbers of runs, or whose stored runs differ: their runs are not the same draws. ``a`` and ``b`` may be
+    run directories, opened with ``load``.
     """
+    a, b = (load(r) if isinstance(r, (str, Path)) else r for r in (a, b))
     for setting in ("seed", "runs"):
         if getattr(a.config, setting) != getattr(b.config, setting):
             raise MadloopError(f"compare pairs the runs of one seed and number of runs; {a.path} has {setting} "

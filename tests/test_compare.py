@@ -76,3 +76,11 @@ def test_compare_refuses_what_it_cannot_pair(arms, tmp_path):
     for bad in (0, (3, 2), 2.5, (1, 2, 3)):
         with pytest.raises(madloop.MadloopError, match="convergence window"):
             madloop.compare(a, a, "true_w2", window=bad)
+
+
+def test_compare_opens_run_directories_given_as_paths(arms):
+    """As load and plot do: a str or a Path for either arm gives the table of the opened Results."""
+    a, b = arms
+    expected = madloop.compare(a, b, "true_w2")
+    for x, y in ((str(a.path), b.path), (a, str(b.path)), (a.path, b.path)):
+        assert madloop.compare(x, y, "true_w2").equals(expected)
