@@ -40,8 +40,8 @@ torch is imported inside functions: registering the family and reading its optio
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -503,9 +503,18 @@ class UNet:
 
     def fit(self, data: Samples, rng: RunRNG) -> UNetModel:
         """Train one network per run from scratch on that run's images."""
+        return self.fit_ladder(data, rng, (self.images,))[0]
+
+    def fit_ladder(self, data: Samples, rng: RunRNG, at: Sequence[int]) -> list[UNetModel]:
+        """The models ``dataclasses.replace(self, images=n).fit(data, rng)`` for each n of ``at``, bit for bit,
+        from one training of max(at) images: the learning rate, the minibatch order and the EMA's half-life at a
+        step depend on the images seen so far, never on where training stops, so a shorter fit is a prefix of
+        a longer one (tested)."""
         check_images(self, data, rng)
+        ladder = [replace(self, images=int(n)) for n in at]  # checks each n as a budget
         weights = init_weights(self, data.item_shape, rng.child(Role.INIT), self.torch_device)
-        return self._train(UNetModel(self, weights, data.item_shape), data, rng.child(Role.TRAIN), self.images)
+        models = self._train(UNetModel(self, weights, data.item_shape), data, rng.child(Role.TRAIN), at)
+        return [replace(model, spec=spec) for model, spec in zip(models, ladder)]
 
     def finetune(self, model: UNetModel, data: Samples, rng: RunRNG, images: int,
                  decoder_only: bool = False) -> UNetModel:
@@ -516,7 +525,7 @@ class UNet:
         if data.item_shape != model.shape:
             raise MadloopError(f"cannot fine-tune a unet for images {model.shape} on images {data.item_shape}")
         trainable = {k for k in model.weights if is_decoder(k)} if decoder_only else None
-        return self._train(model, data, rng.child(Role.TRAIN), images, trainable)
+        return self._train(model, data, rng.child(Role.TRAIN), (images,), trainable)[0]
 
     def guided(self, base: UNetModel, aux: UNetModel, omega: float, interval=(0.0, 1.0)) -> GuidedUNet:
         """The SIMS model: (1 + omega) D_base - omega D_aux on the guided sampler steps (see GuidedUNet)."""
@@ -552,14 +561,16 @@ class UNet:
 
         return edm_loss(D, x, sigma, noise, self.sigma_data)  # flat images: its mean over axes (1, 2) is per run
 
-    def _train(self, model: UNetModel, data: Samples, rng: RunRNG, images: int,
-               trainable: set[str] | None = None) -> UNetModel:
-        """Adam on the sum over runs of each run's mean EDM loss, with an EMA of the weights; only the weights
-        named in ``trainable`` change (None: all), the others are the model's own tensors."""
+    def _train(self, model: UNetModel, data: Samples, rng: RunRNG, at: Sequence[int],
+               trainable: set[str] | None = None) -> list[UNetModel]:
+        """Adam on the sum over runs of each run's mean EDM loss, with an EMA of the weights, for max(at) training
+        images; the model after each count of ``at`` images. Only the weights named in ``trainable`` change
+        (None: all), the others are the model's own tensors."""
         with one_thread(self.torch_device.type == "cpu"):  # rounding independent of the process's threads
-            return self._adam(model, data, rng, images, trainable)
+            return self._adam(model, data, rng, at, trainable)
 
-    def _adam(self, model: UNetModel, data: Samples, rng: RunRNG, images: int, trainable: set[str] | None) -> UNetModel:
+    def _adam(self, model: UNetModel, data: Samples, rng: RunRNG, at: Sequence[int],
+              trainable: set[str] | None) -> list[UNetModel]:
         import torch
 
         device, (runs, n), shape = self.torch_device, data.x.shape[:2], model.shape
@@ -569,13 +580,20 @@ class UNet:
         params = {k: v.detach().clone().requires_grad_() if k in trainable else v for k, v in model.weights.items()}
         ema = {k: v.detach().clone() for k, v in model.weights.items() if k in trainable}
         opt = torch.optim.Adam([params[k] for k in ema], lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
-        order, at = np.zeros((runs, 0), dtype=np.int64), 0
-        for step in range(images // self.batch):
+
+        def current() -> UNetModel:  # a copy: training goes on in place
+            return UNetModel(self, {k: v if k not in ema else (ema[k] if self.ema > 0 else params[k]).detach().clone()
+                                    for k, v in model.weights.items()}, shape)
+
+        stops = [n // self.batch for n in at]  # each model's Adam steps
+        models = {0: current()} if 0 in stops else {}
+        order, used = np.zeros((runs, 0), dtype=np.int64), 0
+        for step in range(max(stops)):
             # Each run's minibatch: the next images of its own stream of epoch permutations.
-            while order.shape[1] - at < self.batch:
-                order, at = np.concatenate([order[:, at:], rng.permutations(n)], axis=1), 0
-            index = torch.as_tensor(order[:, at : at + self.batch], device=device)
-            at += self.batch
+            while order.shape[1] - used < self.batch:
+                order, used = np.concatenate([order[:, used:], rng.permutations(n)], axis=1), 0
+            index = torch.as_tensor(order[:, used : used + self.batch], device=device)
+            used += self.batch
             draws = [None if a is None else torch.as_tensor(a, device=device)
                      for a in self.draw(rng, self.batch, x.shape[2])]
             y_b = None if y is None else torch.take_along_dim(y, index, 1)
@@ -593,8 +611,9 @@ class UNet:
                 with torch.no_grad():
                     for k, v in ema.items():
                         v.lerp_(params[k], 1 - beta)
-        final = {k: v if k not in ema else ema[k] if self.ema > 0 else params[k].detach() for k, v in model.weights.items()}
-        return UNetModel(self, final, shape)
+            if step + 1 in stops:
+                models[step + 1] = current()
+        return [models[s] for s in stops]
 
     # Sampling.
 
