@@ -195,6 +195,12 @@ class Result:
     def summary(self) -> pd.DataFrame:
         return summarize(self.moments, self.table)
 
+    def check_metric(self, metric: str) -> None:
+        """Refuse a metric this run did not measure (its ratio would be NaN, as if it had failed)."""
+        known = sorted(set(self.moments.metric))
+        if metric not in known:
+            raise MadloopError(f"{self.path} has no metric '{metric}'; it measured: {', '.join(known)}")
+
     def per_run(self, metric: str) -> pd.DataFrame:
         """The stored values of ``metric``: a row per run, a column per generation."""
         return self.table[self.table.metric == metric].pivot(index="run", columns="gen", values="value")
@@ -215,6 +221,7 @@ class Result:
         """
         window = CONVERGENCE_START if window is None else window
         window_gens([], window)  # checks it
+        self.check_metric(metric)
         stored = self.config.runs <= self.config.store_runs
         if not stored and window != CONVERGENCE_START:
             raise MadloopError(f"a convergence window other than {CONVERGENCE_START} needs every run's rows, but {self.path} "

@@ -98,10 +98,16 @@ def chunk_limit(cfg: RunConfig, parts: Parts, workers: int) -> int:
     if per_run * block * workers > free / 2:
         raise MadloopError(f"one block of {block} runs needs about {_gb(per_run * block)} per worker ({workers} at once), "
                            f"more than half of the {_gb(free)} of free memory; lower n_real, n_synth or n_eval, or --jobs")
-    stored = min(cfg.runs, cfg.store_runs) * (cfg.eval_count() + 1) * len(cfg.metrics) * TABLE_ROW_BYTES
+    per_stored_run = (cfg.eval_count() + 1) * len(cfg.metrics) * TABLE_ROW_BYTES
+    stored = min(cfg.runs, cfg.store_runs) * per_stored_run
     if stored > free / 2:
+        # --store-runs helps only where a run's rows fit many times over; else fewer measured generations do.
+        fewer = (f"keep fewer runs' rows with --store-runs (summaries still cover all {cfg.runs} runs)"
+                 if per_stored_run * 100 <= free / 2 else
+                 f"even one run's rows would need {_gb(per_stored_run)}: lower --gens or measure every k-th generation "
+                 "with --every")
         raise MadloopError(f"the table of per-run rows would need about {_gb(stored)}, more than half of the {_gb(free)} of "
-                           f"free memory; keep fewer runs' rows with --store-runs (summaries still cover all {cfg.runs} runs)")
+                           f"free memory; {fewer}")
     return max(most, RUNS_PER_BLOCK)
 
 
@@ -297,13 +303,13 @@ def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int],
     path = Path(path)
     cfg = RunConfig.from_dict(store.read_meta(path)["config"])
     validate(cfg)
+    if store.is_finished(path) and not os.access(path, os.W_OK):
+        return load(path)  # a finished run on a read-only disk: nothing to write, and nothing can be writing it
     with store.locked(path):
         if store.is_finished(path):
             return load(path)
         parts = build(cfg)
         check_device(parts)
-    if store.is_finished(path) and not os.access(path, os.W_OK):
-        return load(path)  # a finished run on a read-only disk: nothing to write, and nothing can be writing it
         recorded = store.read_meta(path).get("inception")
         if recorded and feature_notes(parts)["inception"]["sha256"] != recorded["sha256"]:
             raise MadloopError(f"the Inception weights file {recorded['file']} has changed since {path} started (its "

@@ -347,3 +347,49 @@ def test_a_read_only_file_system_gets_one_line_and_loses_nothing(monkeypatch, ca
 
 def flags(settings):
     return [part for k, v in settings.items() for part in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def sixteen_classes(tmp_path):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "sixteen.npz", x=g.integers(0, 256, (320, 8, 8), dtype=np.uint8), y=np.arange(320) % 16)
+    np.savez(tmp_path / "unlabelled.npz", x=g.integers(0, 256, (320, 8, 8), dtype=np.uint8))
+    return "sixteen.npz"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "images", "--file", "SIXTEEN"], "data source 'images' has labels 0..15: pass --classes 16"),
+    (["--data", "images", "--file", "unlabelled.npz", "--metrics", "mean_err"], "the conditional unet needs labelled images"),
+    (["--metrics", "fid"], "they need an image data source"),
+    (["--metrics", "w2,kid", "--data", "mixture"], "they need an image data source"),
+    (["--data", "digits", "--attention", "3"], "attention at side 3 matches no level of the unet"),
+])
+def test_checks_that_can_run_before_the_first_write_run_there(monkeypatch, capsys, tmp_path, args, message):
+    """Refused before the run directory exists, not after a start that leaves a run that cannot finish."""
+    monkeypatch.chdir(tmp_path)
+    sixteen = sixteen_classes(tmp_path)
+    args = [sixteen if a == "SIXTEEN" else a for a in args]
+    code, err = cli(monkeypatch, capsys, "run", *args, "--runs", "1", "--gens", "1", "--n-real", "100", "--n-eval", "50",
+                    "--n-ref", "50", "--out", "out", "--no-progress")
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_metric_is_named_not_answered_with_nan(tmp_path, tiny):
+    import madloop
+    from madloop.errors import MadloopError
+
+    result = madloop.run(**tiny, out=tmp_path / "run")
+    with pytest.raises(MadloopError, match="has no metric 'nope'; it measured: .*w2"):
+        result.convergence_ratio("nope")
+
+
+def test_a_table_too_big_for_one_run_does_not_advise_store_runs(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli(monkeypatch, capsys, "run", "--gens", "100000000000", "--runs", "10", "--out", "out")
+    one_line_error(code, err, "lower --gens or measure every k-th generation with --every")
+    assert "--store-runs" not in err and not (tmp_path / "out").exists()
+    # Where keeping fewer runs' rows does help, that is still the advice.
+    code, err = cli(monkeypatch, capsys, "run", "--gens", "10000", "--runs", "100000000", "--path", "exact", "--out", "out")
+    one_line_error(code, err, "--store-runs")

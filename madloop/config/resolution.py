@@ -23,6 +23,7 @@ from madloop.config.presets import PRESETS, implied
 from madloop.config.schema import CORE_FIELDS, OPTION_TABLES, RunConfig, freeze, read_config_file
 from madloop.errors import MadloopError
 from madloop.loop import LOOPS
+from madloop.metrics.base import NEEDS_IMAGES
 from madloop.registry import ALGOS, DATA, METRICS, MODELS
 
 COMPONENTS = {"data": DATA, "model": MODELS, "algo": ALGOS}
@@ -240,15 +241,18 @@ def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
         raise MadloopError("metric 'accepted' is curation's accepted share: it needs curate")
     for name in cfg.metrics:
         METRICS[name]
+    if any(getattr(METRICS[name], "images", False) for name in cfg.metrics) and not hasattr(built["data"], "feature_set"):
+        raise MadloopError(NEEDS_IMAGES)
     needs = getattr(ALGOS[cfg.algo], "needs", ())
     missing = [cap for cap in needs if not hasattr(MODELS[cfg.model], cap)]
     if missing:
         able = [m for m in MODELS.names() if all(hasattr(MODELS[m], c) for c in needs)]
         raise MadloopError(f"algorithm '{cfg.algo}' needs a model family with {' and '.join(missing)}; "
                            f"'{cfg.model}' has no {missing[0]} (use one of: {', '.join(able)})")
-    check_run = getattr(built["algo"], "check_run", None)
-    if check_run is not None:  # what an algorithm needs of the rest of the run (e.g. enough real data)
-        check_run(cfg, built)
+    for kind in ("model", "algo"):  # what a model or an algorithm needs of the rest of the run (enough real data, labels)
+        check_run = getattr(built[kind], "check_run", None)
+        if check_run is not None:
+            check_run(cfg, built)
     for name in ("n_real", "n_synth", "gens", "runs", "every", "n_eval", "n_ref", "store_runs"):
         if getattr(cfg, name) < 1:
             raise MadloopError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")

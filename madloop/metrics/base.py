@@ -33,6 +33,10 @@ class Evaluation:
         return self.reference.reshape(len(self.reference), -1)
 
 
+NEEDS_IMAGES = ("fid, fid_inception, kid, classes and precision/recall on images measure them in a feature network's "
+                "space: they need an image data source (--data digits, mnist, fashion-mnist or images)")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A registered metric: its function and how to read it.
@@ -41,7 +45,8 @@ class Metric:
     names are the metric's own and ``f"{name}_{part}"`` (``classes`` and ``classes_3``); otherwise ``fn(samples (n, d), reference (m, d))``
     returns one float and is called once per run. ``model``: a metric of the fitted model, with no value
     for the real-data floor (generation 0). ``distance``: a distance to p_r, whose MAD ratio
-    E[d_t] / E[d_1] means something (not so for a trace or a log-determinant).
+    E[d_t] / E[d_1] means something (not so for a trace or a log-determinant). ``images``: it measures images
+    in an image data source's feature network (FID, KID), so a run without such a source is refused before it starts.
     """
 
     name: str
@@ -49,6 +54,7 @@ class Metric:
     batched: bool = False
     model: bool = False
     distance: bool = True
+    images: bool = False
 
     def __call__(self, ev: Evaluation) -> np.ndarray | dict[str, np.ndarray]:
         """One value per run of the evaluation (or named arrays of them, see ``batched``)."""
@@ -57,11 +63,12 @@ class Metric:
         return np.array([float(self.fn(x, ev.reference)) for x in ev.samples])
 
 
-def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, replace: bool = False):
+def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, images: bool = False,
+             replace: bool = False):
     """Register ``fn`` as metric ``name`` (the options are ``Metric``'s); returns ``fn`` unchanged."""
 
     def add(fn: Callable) -> Callable:
-        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance))
+        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance, images))
         return fn
 
     return add

@@ -32,7 +32,7 @@ from madloop.features import FeatureNet, network
 from madloop.gaussian import gaussian_w2, mean_cov
 from madloop.inception import InceptionNet
 from madloop.inception import load as load_inception
-from madloop.metrics.base import Evaluation, register
+from madloop.metrics.base import NEEDS_IMAGES, Evaluation, register
 from madloop.metrics.sample import KNN_K, PAIRS_PER_SLICE, coverage, knn_radius2
 
 
@@ -99,8 +99,7 @@ class Embedded:
 def check_images(ev: Evaluation) -> None:
     """Image metrics need an image data source and samples (runs, n, C, H, W)."""
     if ev.data is None or not hasattr(ev.data, "feature_set"):
-        raise MadloopError("fid, fid_inception, kid, classes and precision/recall on images measure them in a feature "
-                           "network's space: they need an image data source (--data digits, mnist, fashion-mnist or images)")
+        raise MadloopError(NEEDS_IMAGES)
     if ev.samples is None or ev.samples.ndim != 5:
         raise MadloopError(f"image metrics need samples of shape (runs, n, C, H, W), got "
                            f"{None if ev.samples is None else ev.samples.shape}")
@@ -125,7 +124,7 @@ def feature_points(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
     return e.samples, e.reference
 
 
-@register("fid", batched=True)
+@register("fid", batched=True, images=True)
 def fid_metric(ev: Evaluation) -> np.ndarray:
     """FID in the data source's feature network's space (unbiased covariances), per run."""
     e = embedded(ev)
@@ -140,7 +139,7 @@ def inception_net(data: Any) -> InceptionNet:
     return load_inception(data.inception)
 
 
-@register("fid_inception", batched=True)
+@register("fid_inception", batched=True, images=True)
 def fid_inception_metric(ev: Evaluation) -> np.ndarray:
     """FID in the standard FID Inception-v3's feature space (unbiased covariances), per run."""
     check_images(ev)
@@ -152,14 +151,14 @@ def fid_inception_metric(ev: Evaluation) -> np.ndarray:
     return frechet_distance(samples, reference)
 
 
-@register("kid", batched=True)
+@register("kid", batched=True, images=True)
 def kid_metric(ev: Evaluation) -> np.ndarray:
     """KID (unbiased MMD^2, cubic kernel, full sets) in the feature network's space, per run."""
     e = embedded(ev)
     return kernel_distance(e.samples, e.reference)
 
 
-@register("classes", batched=True, distance=False)  # a histogram: no distance to p_r, no MAD ratio
+@register("classes", batched=True, distance=False, images=True)  # a histogram: no distance to p_r, no MAD ratio
 def classes_metric(ev: Evaluation) -> dict[str, np.ndarray]:
     """The effective number of classes among each run's samples and the share of each class."""
     e = embedded(ev)

@@ -438,6 +438,25 @@ class UNet:
                 raise ValueError(f"unet needs {name} {needs}, got {name}={getattr(self, name)!r}")
         check_torch_options(self.device, self.dtype)
 
+    def check_run(self, cfg, built) -> None:
+        """Before a run starts (``built``: its components by kind): the data source's labels fit ``classes``, and
+        every ``attention`` side is the width of a level (one that is not would silently add no attention)."""
+        data = built["data"]
+        classes = getattr(data, "classes", 0)
+        if self.conditional and hasattr(data, "feature_set") and classes == 0:
+            raise MadloopError(f"the conditional unet needs labelled images; data source '{cfg.data}' has none "
+                               "(give labels, or pass --conditional false)")
+        if self.conditional and classes > self.classes:
+            raise MadloopError(f"the unet has classes={self.classes} but data source '{cfg.data}' has labels "
+                               f"0..{classes - 1}: pass --classes {classes}")
+        shape = getattr(data, "shape", None)
+        if shape is not None and self.attention:
+            sides = [shape[-1] // 2**level for level in range(len(self.mults))]
+            for side in self.attention:
+                if side not in sides:
+                    raise MadloopError(f"attention at side {side} matches no level of the unet: on {shape[-2]}x{shape[-1]} "
+                                       f"images its {len(sides)} levels are {', '.join(map(str, sides))} pixels wide")
+
     @property
     def torch_device(self) -> torch.device:
         return torch_device(self.device)
