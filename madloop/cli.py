@@ -17,6 +17,7 @@ import sys
 import time
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -29,8 +30,15 @@ from madloop.errors import MadloopError, Stopped
 from madloop.registry import MODELS
 
 
+RESUMABLE = "the run directory keeps what finished; continue with `madloop resume DIR`"
+
+
 class Interrupted(Exception):
-    """Ctrl-C during a run (typer would otherwise swallow the KeyboardInterrupt)."""
+    """Ctrl-C during a run (typer would otherwise swallow the KeyboardInterrupt); ``hint``: how to continue."""
+
+    def __init__(self, hint: str = RESUMABLE):
+        super().__init__(hint)
+        self.hint = hint
 
 
 @contextlib.contextmanager
@@ -392,7 +400,9 @@ def resume(
     start = time.perf_counter()
     if not (store.is_run_dir(run_dir) or (run_dir / SWEEP).is_file()):
         raise MadloopError(f"{run_dir} is not a madloop run or sweep directory")
-    opened = madloop.load(run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "not finished (madloop resume completes it)": that is what this does
+        opened = madloop.load(run_dir)
     configs = [opened.config] if isinstance(opened, Result) else [r.config for r in opened.results]
     workers, _ = parse_jobs(jobs, configs)
     with _working(backend, scheduler, workers):
@@ -464,7 +474,18 @@ def study(
         for n in STUDIES.names():
             typer.echo(f"{n}: {STUDIES[n].description}")
         return
-    for p in run_study(name, scale, out, parse_jobs(jobs, [])[0], work):
+    # A study's runs live in --work, or in a scratch folder that is gone once it stops: `madloop resume` has no DIR.
+    hint = (f"the runs that finished are kept in {work}; continue with `madloop study {name} --scale {scale} --work {work}`"
+            if work is not None else "the study's runs were in a scratch folder, now removed; run it again with "
+            "--work DIR to keep what finishes, so that a second stop loses nothing")
+    try:
+        paths = run_study(name, scale, out, parse_jobs(jobs, [])[0], work)
+    except KeyboardInterrupt:
+        raise Interrupted(hint) from None
+    except Stopped as stop:
+        stop.hint = hint
+        raise
+    for p in paths:
         typer.echo(str(p))
 
 
@@ -526,12 +547,11 @@ def main() -> None:
     except MadloopError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except (Interrupted, typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted: the run directory keeps what finished; continue with `madloop resume DIR`", err=True)
+    except (Interrupted, typer.Abort, KeyboardInterrupt) as err:
+        typer.echo(f"interrupted: {getattr(err, 'hint', RESUMABLE)}", err=True)
         sys.exit(130)
     except Stopped as stop:  # SIGTERM: a scheduler's preemption
-        typer.echo(f"stopped by signal {stop.signum}: the run directory keeps what finished; continue with `madloop resume DIR`",
-                   err=True)
+        typer.echo(f"stopped by signal {stop.signum}: {getattr(stop, 'hint', RESUMABLE)}", err=True)
         sys.exit(128 + stop.signum)
     except _usage_errors() as err:
         typer.echo(f"error: {getattr(err, 'format_message', err.__str__)()}", err=True)

@@ -393,3 +393,18 @@ def test_a_table_too_big_for_one_run_does_not_advise_store_runs(monkeypatch, cap
     # Where keeping fewer runs' rows does help, that is still the advice.
     code, err = cli(monkeypatch, capsys, "run", "--gens", "10000", "--runs", "100000000", "--path", "exact", "--out", "out")
     one_line_error(code, err, "--store-runs")
+
+
+@pytest.mark.parametrize("work", [None, "kept"])
+def test_an_interrupted_study_says_how_to_continue_it(monkeypatch, capsys, tmp_path, work):
+    """Without --work its runs were in a scratch folder that is gone: `madloop resume DIR` cannot continue them."""
+    import madloop.studies
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(madloop.studies, "run_study", interrupted)
+    code, err = cli(monkeypatch, capsys, "study", "mad-bias", *(["--work", work] if work else []))
+    assert code == 130 and "madloop resume" not in err and err.count("\n") == 1, err
+    assert ("scratch folder" in err) if work is None else ("madloop study mad-bias --scale cpu --work kept" in err), err

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import madloop
 from madloop import store
 from madloop.backends import backend
+from madloop.cli import main
 from madloop.models.gaussian import Gaussian, GaussianModel
 
 VALUES = ["run", "gen", "metric", "value"]
@@ -160,3 +162,22 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_directory(tmp_path):
     done = cli("resume", "r", "--no-progress", "--no-plot", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(pd.read_parquet(tmp_path / "r" / "table.parquet")) == 12 * 31 * 2
+
+
+def test_resume_of_an_unfinished_run_prints_no_warning_that_it_is_unfinished(tmp_path, tiny, monkeypatch, capsys):
+    """Resume exists to finish it: 'not finished (madloop resume completes it)' there only confuses."""
+    madloop.MODELS.register("crashing", replace=True)(Crashing)
+    Crashing.crash_at = 3
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            madloop.run(out=tmp_path / "crashed", model="crashing", **tiny)
+    finally:
+        Crashing.crash_at = None
+    monkeypatch.setattr(sys, "argv", ["madloop", "resume", str(tmp_path / "crashed"), "--no-progress", "--no-plot"])
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_:
+        warnings.simplefilter("always")  # as the command line shows them
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 0 and "not finished" not in err, err
+    assert not [w for w in caught if "not finished" in str(w.message)]
+    assert store.is_finished(tmp_path / "crashed")
