@@ -23,7 +23,7 @@ tests/test_runner.py); with fewer it is NaN. Quantiles (median, 5%, 95%) come fr
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -191,9 +191,14 @@ class Result:
     moments: pd.DataFrame
     convergence: pd.DataFrame
     incomplete: str | None = None
+    _summary: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     def summary(self) -> pd.DataFrame:
-        return summarize(self.moments, self.table)
+        """``summarize`` of this run's sums and rows, computed once: its ratio intervals are bootstraps (about 6 s
+        for the default job), and summary.csv, the figure and the headline all read it."""
+        if self._summary is None:
+            self._summary = summarize(self.moments, self.table)
+        return self._summary.copy()
 
     def check_metric(self, metric: str) -> None:
         """Refuse a metric this run did not measure (its ratio would be NaN, as if it had failed)."""

@@ -148,3 +148,19 @@ def test_the_top_level_api_mirrors_the_cli(tmp_path, tiny):
     assert api.resume(tmp_path / "sw").points == sw.points
     paths = api.plot(tmp_path / "sw", out=tmp_path / "figs")
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_one_run_computes_its_summary_once(monkeypatch, capsys, tmp_path, tiny):
+    """summary.csv, the figure and the headline read one summary: its bootstraps were two thirds of the default job."""
+    import madloop.results
+    from madloop.cli import main
+
+    calls = []
+    summarize = madloop.results.summarize
+    monkeypatch.setattr(madloop.results, "summarize", lambda *a: calls.append(1) or summarize(*a))
+    flags = [part for k, v in tiny.items() for part in (f"--{k.replace('_', '-')}", str(v))]
+    monkeypatch.setattr(sys, "argv", ["madloop", "run", *flags, "--out", str(tmp_path / "r"), "--no-progress"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0 and (tmp_path / "r" / "figures" / "summary.png").is_file()
+    assert len(calls) == 1
