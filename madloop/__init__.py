@@ -29,8 +29,8 @@ from madloop.metrics.image import fid, kid, precision, recall  # noqa: E402  (fo
 metric = metrics.register
 
 # Imported on first use, so that `import madloop` (and `madloop --help`) loads no pandas, joblib or matplotlib.
-LAZY = {"Result": "madloop.results", "compare": "madloop.results", "execute": "madloop.runner", "run": "madloop.runner",
-        "sweep": "madloop.sweep", "plot": "madloop.plots"}
+LAZY = {"Result": "madloop.results", "Evaluation": "madloop.evaluate", "evaluate": "madloop.evaluate",
+        "execute": "madloop.runner", "run": "madloop.runner", "sweep": "madloop.sweep", "plot": "madloop.plots"}
 
 
 def __getattr__(name: str):
@@ -43,7 +43,8 @@ def __getattr__(name: str):
 
 class _Package(types.ModuleType):
     def __setattr__(self, name: str, value) -> None:
-        # Importing the submodule madloop.sweep sets madloop.sweep to it; the name belongs to the function.
+        # Importing the submodules madloop.sweep and madloop.evaluate sets their names to them; the names
+        # belong to the functions.
         if not (name in LAZY and isinstance(value, types.ModuleType)):
             super().__setattr__(name, value)
 
@@ -52,10 +53,23 @@ sys.modules[__name__].__class__ = _Package
 
 
 def load(path: str | Path):
-    """Reopen a run directory (a Result, finished or not) or a sweep folder (a SweepResult)."""
+    """Reopen a run directory (a Result, finished or not), an evaluation's (an Evaluation) or a sweep folder
+    (a SweepResult)."""
     from madloop.sweep import open_any
 
     return open_any(path)
+
+
+def compare(a, *args, **kwargs):
+    """Paired differences over runs of one seed. Two loop runs (Results or their directories):
+    ``compare(a, b, metric, window=None)``, b - a per generation (madloop.results.compare). An evaluation (or its
+    directory): ``compare(ev, "base", "sims", metric)``, sims - base per draw and pooled (madloop.evaluate)."""
+    from madloop.evaluate import Evaluation, compare as compare_samplers, is_evaluation
+    from madloop.results import compare as compare_runs
+
+    if isinstance(a, Evaluation) or (isinstance(a, (str, Path)) and is_evaluation(a)):
+        return compare_samplers(a, *args, **kwargs)
+    return compare_runs(a, *args, **kwargs)
 
 
 def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_progress=None):
@@ -65,11 +79,15 @@ def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_pr
     from madloop.runner import resume as resume_run
     from madloop.sweep import SWEEP, resume_sweep
 
+    from madloop.evaluate import is_evaluation, resume as resume_evaluation
+
     path = Path(path)
     if (path / SWEEP).is_file():
         return resume_sweep(path, jobs=jobs, checkpoint_s=checkpoint_s)
     if not store.is_run_dir(path):
         raise MadloopError(f"{path} is not a madloop run or sweep directory")
+    if is_evaluation(path):
+        return resume_evaluation(path, jobs=jobs)
     return resume_run(path, jobs=jobs, on_progress=on_progress, checkpoint_s=checkpoint_s)
 
 
@@ -79,7 +97,7 @@ def presets() -> dict[str, dict]:
 
 
 __all__ = [
-    "ALGOS", "DATA", "LOOPS", "METRICS", "MODELS", "PRESETS", "MadloopError", "Result", "RunConfig", "RunRNG",
-    "Samples", "Streams", "compare", "execute", "fid", "generations", "kid", "load", "metric", "plot", "precision", "presets",
+    "ALGOS", "DATA", "Evaluation", "LOOPS", "METRICS", "MODELS", "PRESETS", "MadloopError", "Result", "RunConfig", "RunRNG",
+    "Samples", "Streams", "compare", "evaluate", "execute", "fid", "generations", "kid", "load", "metric", "plot", "precision", "presets",
     "recall", "resolve", "resume", "run", "sweep",
 ]

@@ -62,7 +62,7 @@ class LoopState:
 @dataclass(frozen=True)
 class Generation:
     """What generation t of a chunk produced: its training-set size, model G^t, synthetic set S^t (after
-    the remedies), and the remedies' per-run costs (``accepted``: curation's accepted share)."""
+    the remedies), the remedies' per-run costs (``accepted``: curation's accepted share), and D^t itself."""
 
     gen: int
     n_train: int
@@ -70,6 +70,7 @@ class Generation:
     synth: Samples
     state: LoopState
     cost: dict = field(default_factory=dict)
+    data: Any = None
 
 
 def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iterator[Generation]:
@@ -102,4 +103,4 @@ def generations(cfg, parts, runs: range, state: LoopState | None = None) -> Iter
         # Curation and self-correction of S^t, before any training set takes it in.
         synth_t, cost = remedies.apply(cfg, parts.data, model, synth_t, streams, t)
         kept = kept + [synth_t] if cfg.accumulate else [synth_t]
-        yield Generation(t, train.n, model, synth_t, LoopState(t, real, kept, model), cost)
+        yield Generation(t, train.n, model, synth_t, LoopState(t, real, kept, model), cost, train)

@@ -34,6 +34,7 @@ class Role:
     TRAIN = "train"  # the training algorithm A (also the optimiser's sub-stream inside a fit)
     SYNTH = "synth"  # S^t, drawn from G^t with the sampling bias lam
     EVAL = "eval"  # the n_eval samples that the metrics measure (a real sample at t = 0)
+    FLOOR = "floor"  # paired evaluation (madloop.evaluate): the real sample of each draw, the floor
     REFERENCE = "reference"  # the n_ref real points that every run is measured against (shared)
     GRID = "grid"  # the fixed noise and labels of the image grids (drawn at t = 0, reused by every generation)
     CANDIDATES = "candidates"  # curation: the candidates drawn from G^t beyond S^t's own n_synth

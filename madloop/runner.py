@@ -207,8 +207,8 @@ def _watching(parent: int):
         thread.join()
 
 
-def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
-               checkpoint_s: float, gpu: int | None) -> None:
+def prepare_worker(parts: Parts, torch_threads: int | None, gpu: int | None) -> None:
+    """A worker's share of the cores for torch, and its GPU when there are several."""
     if uses_torch(parts) or "torch" in sys.modules:
         import torch
 
@@ -216,6 +216,11 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
             torch.set_num_threads(torch_threads)
         if gpu is not None:
             torch.cuda.set_device(gpu)  # "cuda" now means this worker's GPU
+
+
+def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: int, torch_threads: int | None,
+               checkpoint_s: float, gpu: int | None) -> None:
+    prepare_worker(parts, torch_threads, gpu)
     streams = Streams(cfg.seed, runs, cfg.runs)
     ck = store.read_checkpoint(path, runs.start) or Checkpoint(None, Tally())
     measure = Measure(cfg, parts, runs, threads, ck.tally)

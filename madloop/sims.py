@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from madloop.algorithms import guide
 from madloop.errors import MadloopError
 from madloop.models.base import Model, ModelSpec
 from madloop.registry import ALGOS
@@ -83,6 +84,14 @@ def fit_base(spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None
     return spec.fit(data, rng.child(Role.FIT))
 
 
+def guided(algo, spec: ModelSpec, base: Model, aux: Model | None) -> Model:
+    """The extrapolated prediction (1 + omega) base - omega aux; with no auxiliary model (omega = 0), the base
+    through the same guided sampler."""
+    if aux is None:
+        return spec.guided(base, base, 0.0, algo.interval)
+    return spec.guided(base, aux, algo.omega, algo.interval)
+
+
 @ALGOS.register("sims")
 @dataclass(frozen=True)
 class SIMS:
@@ -102,6 +111,7 @@ class SIMS:
     """
 
     needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit")
+    sampling: ClassVar[tuple[str, ...]] = ("omega", "interval")  # options of the combination, not of the auxiliary
     loop_context: ClassVar[bool] = True  # the loop passes D_r (the real-data control) and the data source (curation)
 
     omega: float = 1.0
@@ -151,14 +161,15 @@ class SIMS:
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None,
               real: Samples | None = None, source=None) -> Model:
         check_family("sims", spec, self.needs)
-        base = fit_base(spec, data, rng, previous, self.warm_start)
-        if self.omega == 0:  # the auxiliary model has no weight: skip it (the same samples at half the cost)
-            return spec.guided(base, base, 0.0, self.interval)
-        # Extrapolated prediction (1 + omega) base - omega aux.
-        return spec.guided(base, self.auxiliary(spec, base, rng, real, source), self.omega, self.interval)
+        return guide(self, spec, fit_base(spec, data, rng, previous, self.warm_start), data, rng, real, source)
 
-    def auxiliary(self, spec: ModelSpec, base: Model, rng: RunRNG, real: Samples | None = None, source=None) -> Model:
-        """The auxiliary model of ``base`` (``rng``: the training stream that fitted the base)."""
+    def combine(self, spec: ModelSpec, base: Model, aux: Model | None) -> Model:
+        return guided(self, spec, base, aux)
+
+    def auxiliary(self, spec: ModelSpec, base: Model, data: Samples, rng: RunRNG, real: Samples | None = None,
+                  source=None) -> Model:
+        """The auxiliary model of ``base`` (``data``: the base's training set, unused here; ``rng``: the training
+        stream that fitted the base)."""
         budget = aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
         # The set the copy fine-tunes on: n_aux unguided, unbiased samples of the base (S), S curated to the
         # proportions, or n_aux real items.
@@ -188,6 +199,7 @@ class Autoguidance:
     """
 
     needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit", "width_option")
+    sampling: ClassVar[tuple[str, ...]] = ("omega", "interval")
 
     omega: float = 1.0
     aux_epochs: int | None = None
@@ -224,15 +236,47 @@ class Autoguidance:
 
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
         check_family("autoguidance", spec, self.needs)
-        base = fit_base(spec, data, rng, previous, self.warm_start)
-        if self.omega == 0:
-            return spec.guided(base, base, 0.0, self.interval)
-        return spec.guided(base, self.auxiliary(spec, data, rng), self.omega, self.interval)
+        return guide(self, spec, fit_base(spec, data, rng, previous, self.warm_start), data, rng)
 
-    def auxiliary(self, spec: ModelSpec, data: Samples, rng: RunRNG) -> Model:
+    def combine(self, spec: ModelSpec, base: Model, aux: Model | None) -> Model:
+        return guided(self, spec, base, aux)
+
+    def auxiliary(self, spec: ModelSpec, base: Model, data: Samples, rng: RunRNG, real: Samples | None = None,
+                  source=None) -> Model:
         """The bad model, trained from scratch on the base's training set ``data`` (``rng``: the base's training
-        stream)."""
+        stream; ``base`` unused: the bad model shares nothing with it but the data)."""
         return self.aux_spec(spec, data.n).fit(data, rng.child(Role.AUX_FIT))
+
+
+@ALGOS.register("continued")
+@dataclass(frozen=True)
+class Continued:
+    """The compute-matched baseline of a guiding algorithm: standard training, then the base trained further on
+    its own training set for the auxiliary's budget B (``aux_images`` when given, else ``aux_epochs`` passes over
+    the training set), with a fresh optimiser, warm-up and EMA as SIMS's fine-tune has. If SIMS only gains by
+    spending B more images of training, this gains as much, with no guidance at all."""
+
+    needs: ClassVar[tuple[str, ...]] = ("finetune", "budget_unit")
+    sampling: ClassVar[tuple[str, ...]] = ()
+
+    aux_epochs: int = 50
+    aux_images: int | None = None
+
+    def __post_init__(self):
+        check_guidance(0.0, (0.0, 1.0), None, self.aux_epochs, self.aux_images)
+
+    def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
+        check_family("continued", spec, self.needs)
+        return guide(self, spec, spec.fit(data, rng.child(Role.FIT)), data, rng)
+
+    def auxiliary(self, spec: ModelSpec, base: Model, data: Samples, rng: RunRNG, real: Samples | None = None,
+                  source=None) -> Model:
+        """The base after B more images (or epochs) on ``data``."""
+        return spec.finetune(base, data, rng.child(Role.AUX_FIT), aux_budget(spec, data.n, self.aux_epochs,
+                                                                              self.aux_images))
+
+    def combine(self, spec: ModelSpec, base: Model, aux: Model) -> Model:
+        return aux
 
 
 def curated_index(groups: np.ndarray, shares, n: int, rng: RunRNG) -> np.ndarray:

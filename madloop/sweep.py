@@ -117,9 +117,14 @@ def _read_sweep(out: Path) -> tuple[list[dict[str, Any]], list[RunConfig]]:
 
 
 def open_any(path: str | Path) -> Result | SweepResult:
-    """Reopen a run directory (a Result, finished or not) or a sweep folder (a SweepResult): ``madloop.load``."""
+    """Reopen a run directory (a Result, finished or not), an evaluation's (an Evaluation) or a sweep folder (a
+    SweepResult): ``madloop.load``."""
+    from madloop.evaluate import is_evaluation, load as load_evaluation
+
     path = Path(path)
-    return load_sweep(path) if (path / SWEEP).is_file() else load(path)
+    if (path / SWEEP).is_file():
+        return load_sweep(path)
+    return load_evaluation(path) if is_evaluation(path) else load(path)
 
 
 def load_sweep(out: str | Path) -> SweepResult:

@@ -78,10 +78,11 @@ def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net
         return s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
 
     make_aux = {
-        "sims": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, train),
-        "decoder": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_decoder_only=True).auxiliary(spec, base, train),
-        "real": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, train, real),
-        "autoguidance": lambda b: Autoguidance(aux_images=b).auxiliary(spec, real, train),
+        "sims": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, real, train),
+        "decoder": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_decoder_only=True).auxiliary(spec, base, real,
+                                                                                                      train),
+        "real": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, real, train, real),
+        "autoguidance": lambda b: Autoguidance(aux_images=b).auxiliary(spec, base, real, train),
         "shift": lambda b: spec.finetune(base, shifted(), train.child(Role.AUX_FIT), b),
     }
     for b in p["budgets"]:

@@ -64,7 +64,7 @@ def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> l
     for m in (0, *p["sizes"]):
         train = streams.at(2 + m, Role.TRAIN)
         model = clean if m == 0 else kept(f"model {m}", lambda: polluted_model(m, train))  # noqa: B023
-        aux = kept(f"aux {m}", lambda: sims.auxiliary(spec, model, train))  # noqa: B023 (called at once)
+        aux = kept(f"aux {m}", lambda: sims.auxiliary(spec, model, real, train))  # noqa: B023 (called at once)
         for draw in range(p["draws"]):
             rows += kept(f"draw {m} {draw}", lambda: one_draw(m, model, aux, draw))  # noqa: B023
     return rows

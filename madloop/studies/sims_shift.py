@@ -62,7 +62,8 @@ def rows_of(p: Mapping[str, Any], work: Path | None = None) -> pd.DataFrame:
     ref_rng = np.random.default_rng(SEED)
     refs = [np.asarray(m) + p["std"] * ref_rng.standard_normal((p["n_ref"], 2)) for m in MEANS]
     aux = {kind: kept(f"aux {kind}", lambda: SIMS(n_aux=p["n_aux"], aux_epochs=p["aux_epochs"],  # noqa: B023
-                                                  aux_proportions=shares).auxiliary(spec, base, train, source=source))
+                                                  aux_proportions=shares).auxiliary(spec, base, real, train,
+                                                                                     source=source))
            for kind, shares in (("shift", TARGET[::-1]), ("sims", None))}
 
     def one_draw(draw: int) -> list[dict]:
