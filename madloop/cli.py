@@ -394,8 +394,8 @@ def resume(
     """Continue an interrupted run (or sweep) from its last checkpoints; the table ends as if never stopped."""
     import madloop
     from madloop import store
-    from madloop.results import Result
-    from madloop.sweep import SWEEP
+    from madloop.evaluate import Evaluation
+    from madloop.sweep import SWEEP, SweepResult
 
     start = time.perf_counter()
     if not (store.is_run_dir(run_dir) or (run_dir / SWEEP).is_file()):
@@ -403,10 +403,15 @@ def resume(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "not finished (madloop resume completes it)": that is what this does
         opened = madloop.load(run_dir)
-    configs = [opened.config] if isinstance(opened, Result) else [r.config for r in opened.results]
+    configs = [r.config for r in opened.results] if isinstance(opened, SweepResult) else [opened.config]
     workers, _ = parse_jobs(jobs, configs)
+    if isinstance(opened, Evaluation):
+        with _working(backend, scheduler, workers):
+            result = madloop.resume(run_dir, jobs=workers)
+        typer.echo(f"table: {run_dir / 'table.parquet'}; summary: {run_dir / 'summary.csv'}")
+        return
     with _working(backend, scheduler, workers):
-        if not isinstance(opened, Result):
+        if isinstance(opened, SweepResult):
             result = madloop.resume(run_dir, jobs=workers, checkpoint_s=checkpoint_s)
             result.summary().to_csv(run_dir / "summary.csv", index=False)
             typer.echo(f"{len(result.points)} runs in {run_dir}; summary: {run_dir / 'summary.csv'}")
@@ -518,6 +523,44 @@ def sweep(
     path = out / "summary.csv"
     result.summary().to_csv(path, index=False)
     typer.echo(f"{len(result.points)} runs in {out}; summary: {path}")
+
+
+@app.command(cls=Command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def evaluate(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., "--config", metavar="FILE",
+                                help="a .toml or .json file: [samplers.NAME] tables (algo, its options, lam), "
+                                     "[run] (madloop run's settings), draws"),
+    draws: Optional[int] = typer.Option(None, metavar="INTEGER", help="paired draws per run (default: the file's, or 5)"),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="run directory (default runs/evaluate-MODEL-TIME)"),
+    jobs: str = JOBS,
+    force: bool = typer.Option(False, "--force", help="replace a run already in --out"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved samplers and run (JSON) and stop"),
+):
+    """Measure samplers of one trained base on paired draws (madloop.evaluate); run flags override [run]."""
+    from madloop.config.schema import read_config_file
+    from madloop.evaluate import evaluate as run_evaluation
+    from madloop.evaluate import plan
+
+    raw = read_config_file(config)
+    unknown = set(raw) - {"run", "samplers", "draws"}
+    if unknown:
+        raise MadloopError(f"config file {config} has unknown keys {', '.join(sorted(unknown))}; it holds samplers, "
+                           "run and draws")
+    settings = {**raw.get("run", {}), **parse_extra(ctx.args)}
+    samplers, n = raw.get("samplers", {}), draws if draws is not None else raw.get("draws", 5)
+    resolved = plan(samplers, n, settings)
+    if dry_run:
+        typer.echo(json.dumps(resolved.to_dict(), indent=2))
+        return
+    workers, why = parse_jobs(jobs, [resolved.config])
+    typer.echo(f"madloop: {len(samplers)} samplers x {n} draws on {resolved.config.runs} runs, jobs={workers} ({why})",
+               err=True)
+    result = run_evaluation(samplers, draws=n, out=out, jobs=workers, force=force, **settings)
+    summary = result.summary()
+    shown = summary[~summary.metric.str.fullmatch(r".+_\d+")]  # per-class shares stay in the file
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    typer.echo(f"table: {result.path / 'table.parquet'}; summary: {result.path / 'summary.csv'}")
 
 
 @app.command(cls=Command)

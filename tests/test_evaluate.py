@@ -139,3 +139,52 @@ def test_a_killed_evaluation_resumes_to_the_identical_table_whatever_the_workers
     whole = madloop.evaluate(KILLED, draws=3, out=tmp_path / "whole", jobs=1, **RUN4)
     pd.testing.assert_frame_equal(resumed.table, whole.table)
     assert "resume" in (out / "log.txt").read_text()
+
+
+TOML = """
+draws = 1
+[run]
+data = "digits"
+runs = 2
+n_real = 64
+n_eval = 48
+n_ref = 64
+metrics = ["fid"]
+[run.model_options]
+images = 64
+batch = 32
+channels = 8
+steps = 4
+warmup = 64
+ema = 64
+runs_per_pass = 2
+[samplers.base]
+[samplers.sims]
+algo = "sims"
+omega = 0.5
+n_aux = 64
+aux_images = 64
+"""
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "madloop", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_the_command_line_twin_runs_resumes_and_refuses_in_one_line(tmp_path):
+    (tmp_path / "s.toml").write_text(TOML)
+    done = cli("evaluate", "--config", "s.toml", "--out", "e", "--jobs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "sims" in done.stdout and (tmp_path / "e" / "summary.csv").is_file()
+    table = madloop.load(tmp_path / "e").table
+    assert set(table.sampler) == {"floor", "base", "sims"}
+    again = cli("resume", "e", cwd=tmp_path)  # a finished evaluation is reopened
+    assert again.returncode == 0, again.stderr
+    for args, message in [(("--out", "e"), "already holds a run"), (("--out", "x", "--omega", "3"), "'omega' is unknown"),
+                          (("--out", "x", "--draws", "0"), "draws must be")]:
+        bad = cli("evaluate", "--config", "s.toml", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "u.toml").write_text(TOML + "\nextra = 1\n")
+    bad = cli("evaluate", "--config", "u.toml", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown keys extra" in bad.stderr
