@@ -538,6 +538,7 @@ def evaluate(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved samplers and run (JSON) and stop"),
 ):
     """Measure samplers of one trained base on paired draws (madloop.evaluate); run flags override [run]."""
+    from madloop import store
     from madloop.config.schema import read_config_file
     from madloop.evaluate import evaluate as run_evaluation
     from madloop.evaluate import plan
@@ -553,6 +554,8 @@ def evaluate(
     if dry_run:
         typer.echo(json.dumps(resolved.to_dict(), indent=2))
         return
+    if out is not None:
+        store.check_target(out, force)  # before the first line printed: a refusal is the only line
     workers, why = parse_jobs(jobs, [resolved.config])
     typer.echo(f"madloop: {len(samplers)} samplers x {n} draws on {resolved.config.runs} runs, jobs={workers} ({why})",
                err=True)

@@ -100,7 +100,7 @@ def is_run_dir(path: Path) -> bool:
     return isinstance(meta, dict) and {"format", "config"} <= set(meta)
 
 
-def _check_target(path: Path, force: bool) -> None:
+def check_target(path: Path, force: bool) -> None:
     """Refuse an --out that is a file, holds a run (unless ``force``), or holds a user's files."""
     if path.exists() and not path.is_dir():
         raise MadloopError(f"output path {path} is a file, not a directory")
@@ -132,12 +132,12 @@ def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *
 
     path = Path(path)
     try:
-        _check_target(path, force)
+        check_target(path, force)
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a name too long even to look up, a read-only or full disk
         raise MadloopError(f"cannot create the run directory {path}: {err.strerror or err}") from None
     with locked(path):
-        _check_target(path, force)  # again, now that no other madloop process can be writing it
+        check_target(path, force)  # again, now that no other madloop process can be writing it
         meta = {"madloop": __version__, "format": FORMAT, "created": _now(), "environment": environment(),
                 "config": config, "chunks": chunks, **(notes or {})}
         try:
