@@ -185,6 +185,6 @@ def test_the_command_line_twin_runs_resumes_and_refuses_in_one_line(tmp_path):
         bad = cli("evaluate", "--config", "s.toml", *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
     assert not (tmp_path / "x").exists()
-    (tmp_path / "u.toml").write_text(TOML + "\nextra = 1\n")
+    (tmp_path / "u.toml").write_text("extra = 1\n" + TOML)
     bad = cli("evaluate", "--config", "u.toml", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown keys extra" in bad.stderr
