@@ -52,6 +52,7 @@ from madloop.rng import Role, Streams
 FLOOR = "floor"  # the sampler name of the real-data floor
 KEY = "evaluate"  # config.json's config holds this key in an evaluation's run directory
 SAMPLER_FIELDS = ("algo", "algo_options", "lam")  # what a sampler may set; the run's settings are the rest
+SAMPLES = "samples.npz"  # the kept samples (Plan.keep), in parts/ while running, in grids/ once finished
 COLUMNS = {"run": "int64", "draw": "int64", "sampler": "object", "metric": "object", "value": "float64"}
 
 
@@ -63,11 +64,12 @@ class Plan:
     config: RunConfig
     samplers: Mapping[str, RunConfig]
     draws: int
+    keep: int = 0  # samples of run 0 in draw 0 kept per sampler (for figures: Evaluation.samples)
 
     def to_dict(self) -> dict[str, Any]:
         samplers = {name: {k: v for k, v in cfg.to_dict().items() if k in SAMPLER_FIELDS}
                     for name, cfg in self.samplers.items()}
-        return {"run": self.config.to_dict(), KEY: {"draws": self.draws, "samplers": samplers}}
+        return {"run": self.config.to_dict(), KEY: {"draws": self.draws, "keep": self.keep, "samplers": samplers}}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Plan":
@@ -78,7 +80,7 @@ class Plan:
                     for name, s in given.items()}
         for cfg in samplers.values():
             validate(cfg)
-        return cls(run, samplers, raw[KEY]["draws"])
+        return cls(run, samplers, raw[KEY]["draws"], raw[KEY].get("keep", 0))
 
     def algo(self, name: str):
         """Sampler ``name``'s training algorithm, built from its options."""
@@ -86,8 +88,10 @@ class Plan:
         return component("algo", cfg.algo, cfg.algo_options)
 
 
-def plan(samplers: Mapping[str, Mapping[str, Any]], draws: int, settings: Mapping[str, Any]) -> Plan:
+def plan(samplers: Mapping[str, Mapping[str, Any]], draws: int, settings: Mapping[str, Any], keep: int = 0) -> Plan:
     """Check and resolve what ``evaluate`` was given (every check runs here, before anything is written)."""
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+        raise MadloopError(f"keep must be an integer >= 0, got {keep!r}")
     if not isinstance(samplers, Mapping) or not samplers:
         raise MadloopError("samplers must be a non-empty table of name -> settings, e.g. {'base': {}, 'sims': "
                            "{'algo': 'sims', 'omega': 0.5}}")
@@ -114,7 +118,9 @@ def plan(samplers: Mapping[str, Mapping[str, Any]], draws: int, settings: Mappin
             raise MadloopError(f"sampler '{name}' changes the run's {', '.join(changed)}; a sampler sets only algo, "
                                "its options and lam (the run's settings go beside the samplers)")
         resolved[name] = cfg
-    return Plan(base, resolved, draws)
+    if keep > base.n_eval:
+        raise MadloopError(f"keep ({keep}) is more than the n_eval = {base.n_eval} samples a draw has")
+    return Plan(base, resolved, draws, keep)
 
 
 def auxiliary_key(cfg: RunConfig, algo) -> str:
@@ -173,7 +179,11 @@ def evaluate_chunk(p: Plan, path: Path, runs: range, threads: int, torch_threads
         for draw in range(p.draws):
             file = draw_file(path, runs.start, draw)
             if not file.is_file():
-                rows = draw_rows(p, parts, models, streams, reference, runs, draw, threads)
+                rows, drawn = draw_rows(p, parts, models, streams, reference, runs, draw, threads)
+                if draw == 0 and runs.start == 0 and p.keep:  # before the draw's rows: kept whenever they are
+                    kept_samples = {name: x[0, : p.keep] for name, (_, x) in drawn.items()}
+                    store.atomic_write(path / store.PARTS / SAMPLES, lambda tmp: tmp.write_bytes(
+                        snapshot.dumps(kept_samples)))  # noqa: B023
                 store.atomic_write(file, lambda tmp: rows.to_parquet(tmp, index=False))  # noqa: B023
 
 
@@ -190,8 +200,9 @@ def trained_base(cfg: RunConfig, parts, streams: Streams) -> tuple:
 
 
 def draw_rows(p: Plan, parts, models: Mapping[str, Any], streams: Streams, reference, runs: range, draw: int,
-              threads: int) -> pd.DataFrame:
-    """Draw ``draw``: every sampler's n_eval samples from the same streams, and the floor's real sample, measured."""
+              threads: int) -> tuple[pd.DataFrame, dict]:
+    """Draw ``draw``: every sampler's n_eval samples from the same streams, and the floor's real sample, measured;
+    the rows, and (model, samples) by sampler."""
     cfg, at = p.config, p.config.gens + draw
     drawn = {FLOOR: (None, parts.data.sample(cfg.n_eval, streams.at(at, Role.FLOOR)).x)}
     for name, model in models.items():
@@ -205,7 +216,7 @@ def draw_rows(p: Plan, parts, models: Mapping[str, Any], streams: Streams, refer
         for metric, v in values.items():
             frames.append(pd.DataFrame({"run": np.arange(runs.start, runs.stop), "draw": draw, "sampler": name,
                                         "metric": metric, "value": np.where(bad, np.nan, v)}))
-    return pd.concat(frames, ignore_index=True).astype(COLUMNS)
+    return pd.concat(frames, ignore_index=True).astype(COLUMNS), drawn
 
 
 def draw_file(path: Path, chunk: int, draw: int) -> Path:
@@ -217,13 +228,14 @@ def draw_file(path: Path, chunk: int, draw: int) -> Path:
 
 
 def evaluate(samplers: Mapping[str, Mapping[str, Any]], *, draws: int = 5, out: str | Path | None = None,
-             jobs: int = 1, force: bool = False, **settings) -> "Evaluation":
+             jobs: int = 1, force: bool = False, keep: int = 0, **settings) -> "Evaluation":
     """Train each run's base once, make each sampler's auxiliary model once, and measure every sampler on
-    ``draws`` paired draws (see the module's docstring). ``settings``: ``madloop.run``'s keywords."""
+    ``draws`` paired draws (see the module's docstring). ``settings``: ``madloop.run``'s keywords. ``keep``: the
+    first ``keep`` samples of run 0 in draw 0 are kept for each sampler (``Evaluation.samples``)."""
     from madloop.runner import _check_jobs, build, check_device, chunks, feature_notes
 
     _check_jobs(jobs, 0.0)
-    p = plan(samplers, draws, settings)
+    p = plan(samplers, draws, settings, keep)
     parts = build(p.config)
     check_device(parts)
     work = chunks(p.config.runs, jobs, group=getattr(parts.model, "run_group", None) or 1)
@@ -279,6 +291,9 @@ def _drive(p: Plan, path: Path, jobs: int, verb: str) -> "Evaluation":
             if result.incomplete:
                 raise MadloopError(f"{result.incomplete}; `madloop resume {path}` runs what is missing")
             store.atomic_write(path / store.ROWS.file, lambda tmp: result.table.to_parquet(tmp, index=False))
+            if p.keep:
+                (path / store.GRIDS).mkdir(exist_ok=True)
+                os.replace(path / store.PARTS / SAMPLES, path / store.GRIDS / SAMPLES)
             shutil.rmtree(path / store.PARTS, ignore_errors=True)
             store.atomic_write(path / store.SUMMARY, lambda tmp: result.summary().to_csv(tmp, index=False))
     except MadloopError as err:
@@ -367,6 +382,16 @@ class Evaluation:
         out = pd.DataFrame(rows)
         out["draw"] = out["draw"].astype("Int64")
         return out
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """The kept samples (``keep``) of run 0 in draw 0, by sampler (the floor's real ones included)."""
+        file = self.path / (store.GRIDS if store.is_finished(self.path) else store.PARTS) / SAMPLES
+        if not self.plan.keep or not file.is_file():
+            raise MadloopError(f"{self.path} keeps no samples (evaluate with keep = N > 0 keeps N of run 0 per sampler)")
+        try:
+            return snapshot.loads(file.read_bytes())
+        except snapshot.SnapshotError as err:
+            raise MadloopError(f"{file}: {err}") from None
 
     def _check(self, sampler: str, metric: str) -> None:
         if sampler not in (FLOOR, *self.plan.samplers):

@@ -27,7 +27,7 @@ KILLED = {name: SAMPLERS[name] for name in ("base", "sims", "sims2", "more")}
 
 @pytest.fixture(scope="module")
 def ev(tmp_path_factory):
-    return madloop.evaluate(SAMPLERS, draws=2, out=tmp_path_factory.mktemp("ev") / "e", **RUN)
+    return madloop.evaluate(SAMPLERS, draws=2, out=tmp_path_factory.mktemp("ev") / "e", keep=5, **RUN)
 
 
 def test_the_table_is_tidy_and_every_sampler_is_measured_on_every_run_and_draw(ev):
@@ -61,6 +61,13 @@ def test_compare_pairs_by_run_and_draw_with_a_t_interval(ev):
     assert (pooled.lo, pooled.hi) == pytest.approx((per_run.mean() - half, per_run.mean() + half), rel=1e-3)
     assert c[~c.pooled]["diff"].tolist() == pytest.approx((b - a).mean(axis=0).tolist())
     assert madloop.compare(str(ev.path), "base", "sims", "fid").equals(c)  # a directory works as well
+
+
+def test_kept_samples_are_run_0s_first_of_draw_0(ev):
+    kept = madloop.load(ev.path).samples()
+    assert set(kept) == {"floor", *SAMPLERS} and kept["base"].shape == (5, 1, 8, 8)
+    np.testing.assert_array_equal(kept["zero"], kept["base"])  # omega = 0: the base's images, the same noise
+    assert not np.array_equal(kept["sims2"], kept["base"])
 
 
 def test_load_reopens_an_evaluation(ev):
