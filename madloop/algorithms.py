@@ -25,9 +25,9 @@ register = ALGOS.register
 
 
 def auxiliary_needed(algo) -> bool:
-    """Whether ``algo`` makes its auxiliary model: not at omega = 0, where it would have no weight (the same
-    samples at half the cost)."""
-    return getattr(algo, "omega", None) != 0
+    """Whether ``algo`` makes its auxiliary model: not when it has none (``makes_auxiliary`` False), nor at
+    omega = 0, where the model would have no weight (the same samples at half the cost)."""
+    return getattr(algo, "makes_auxiliary", True) and getattr(algo, "omega", None) != 0
 
 
 def guide(algo, spec: ModelSpec, base: Model, data: Samples, rng: RunRNG, real: Samples | None = None,
@@ -43,6 +43,7 @@ class Standard:
     """Fit the model family to the training set; nothing else."""
 
     sampling: ClassVar[tuple[str, ...]] = ()
+    makes_auxiliary: ClassVar[bool] = False
 
     def train(self, spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None) -> Model:
         return spec.fit(data, rng.child(Role.FIT))

@@ -383,45 +383,51 @@ def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch
 
 def test_an_image_study_killed_in_its_work_folder_resumes_from_its_last_stage(tmp_path, monkeypatch,
                                                                             one_torch_thread):
-    """sims-images keeps its stages (the base, each auxiliary, each draw) in the work folder: killed before its
-    last draw, it resumes without training anything again and writes the rows and grids of one go; a damaged
-    stage is refused with its path."""
+    """sims-images runs madloop.evaluate in the work folder, which keeps its stages (the base, each auxiliary, each
+    draw): killed at its last draw, the study resumes without training anything again and writes the rows and
+    grids of one go; a damaged stage is refused with its path."""
+    import importlib
+
     from madloop.errors import MadloopError
     from madloop.models.unet import UNet
     from madloop.studies import common, sims_images
 
+    evaluate = importlib.import_module("madloop.evaluate")  # the module: madloop.evaluate is the function
     p = dict(STUDIES["sims-images"].scales["ci"], runs=1, kinds=("sims", "real"))
     whole, pictures = sims_images.run_groups(p, 1)
-    real_stage, names = common.stage, []
+    real_rows = evaluate.draw_rows
 
-    def killed_at_the_last_draw(work, key, compute):
-        names.append(key["stage"])
-        if key["stage"] == f"draw {p['draws'] - 1}":
+    def killed_at_the_last_draw(plan, *args):
+        if args[-2] == p["draws"] - 1:
             raise KeyboardInterrupt
-        return real_stage(work, key, compute)
+        return real_rows(plan, *args)
 
-    monkeypatch.setattr(common, "stage", killed_at_the_last_draw)
+    monkeypatch.setattr(evaluate, "draw_rows", killed_at_the_last_draw)
     work = tmp_path / "work"
     with common.inside(work), pytest.raises(KeyboardInterrupt):
         sims_images.run_groups(p, 1)
-    kept = sorted(work.iterdir())
-    assert names[:3] == ["base", "aux sims 64", "aux real 64"]
-    assert len(kept) == len(names) - 1 == 3 + p["draws"] - 1  # every stage before the kill, whole
+    [folder] = work.iterdir()
+    stages = sorted((folder / "parts").glob("stage-*.npz"))
+    assert len(stages) == 3 and len(list((folder / "parts").glob("draw-*.parquet"))) == p["draws"] - 1
 
     def trains(*args, **kwargs):
         raise AssertionError("a kept model was trained again")
 
-    monkeypatch.setattr(common, "stage", real_stage)
+    monkeypatch.setattr(evaluate, "draw_rows", real_rows)
     monkeypatch.setattr(UNet, "fit", trains)
     monkeypatch.setattr(UNet, "finetune", trains)
+    base = folder / "parts" / "stage-r00000000-base.npz"
+    base.write_bytes(base.read_bytes()[:100])  # truncated
+    with common.inside(work), pytest.raises(MadloopError, match=f"{base.name}.*remove it"):
+        sims_images.run_groups(p, 1)
+    base.unlink()
+    monkeypatch.undo()
+    monkeypatch.setattr(UNet, "finetune", trains)  # the base is trained again (its stage was removed), no auxiliary
     with common.inside(work):
         again, shown = sims_images.run_groups(p, 1)
     pd.testing.assert_frame_equal(again, whole)
     assert shown.keys() == pictures.keys() and all(np.array_equal(shown[k], pictures[k]) for k in pictures)
-    assert len(list(work.iterdir())) == 3 + p["draws"]  # no partial file left behind
-    kept[0].write_bytes(kept[0].read_bytes()[:100])  # truncated
-    with common.inside(work), pytest.raises(MadloopError, match=f"{kept[0].name}.*remove it"):
-        sims_images.run_groups(p, 1)
+    assert [f.name for f in work.iterdir()] == [folder.name] and not (folder / "parts").exists()
 
 
 def test_sims_pollution_and_sims_shift_reopen_their_kept_stages_without_training(tmp_path, monkeypatch,

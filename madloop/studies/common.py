@@ -123,6 +123,31 @@ def keeper(work: Path | None, **key) -> Callable[[str, Callable[[], T]], T]:
     return lambda name, compute: stage(work, {**key, "stage": name}, compute)
 
 
+@contextlib.contextmanager
+def evaluated(samplers: Mapping[str, Mapping[str, Any]], jobs: int, **keywords):
+    """``madloop.evaluate`` of ``samplers`` as a block: in a scratch folder removed when the block ends, or, inside
+    a study's ``work`` folder (``inside``), in its folder there named after a hash of the resolved evaluation, which
+    is evaluated, resumed from its kept stages, or reopened. The block gets the Evaluation."""
+    from madloop.evaluate import plan
+
+    if not _inside:
+        with tempfile.TemporaryDirectory(prefix="madloop-study-") as tmp:
+            yield madloop.evaluate(samplers, out=Path(tmp) / "evaluation", jobs=jobs, **keywords)
+        return
+    work, kept = _inside[-1]
+    given = {k: keywords.pop(k) for k in ("draws", "keep") if k in keywords}
+    resolved = plan(samplers, settings=keywords, **given).to_dict()
+    path = work / f"evaluation-{hashlib.sha256(_json(resolved).encode()).hexdigest()[:16]}"
+    kept.append(path)
+    if store.is_run_dir(path):
+        if json.loads(_json(store.read_meta(path)["config"])) != json.loads(_json(resolved)):
+            raise MadloopError(f"{path} records another evaluation than the one its folder is named after (edited?); "
+                               f"remove {path} to run it again")
+        yield madloop.resume(path, jobs=jobs)
+    else:
+        yield madloop.evaluate(samplers, out=path, jobs=jobs, **given, **keywords)
+
+
 def by_groups(group_rows: Callable[..., T], p: Mapping[str, Any], jobs: int) -> list[T]:
     """``group_rows(p, runs, work)`` for each group of ``runs_per_pass`` runs (one grouped U-Net; 4 by default),
     ``jobs`` groups at a time, with this study's work folder (``work_folder``)."""

@@ -44,7 +44,7 @@ from madloop.rng import Role, RunRNG, Streams
 from madloop.samples import Samples
 from madloop.sims import SIMS, Autoguidance, curated_index
 from madloop.studies import Study, register
-from madloop.studies.common import by_groups, columns_first, keeper, write_table
+from madloop.studies.common import columns_first, evaluated, write_table
 
 NAME = "sims-images"
 SEED = 0
@@ -62,34 +62,6 @@ COLORS = {"sims": "C3", "decoder": "C1", "real": "C0", "autoguidance": "C2", "sh
 def low_group(labels: np.ndarray, classes: int) -> np.ndarray:
     """1 for the upper half of the classes (5-9 of 10), 0 for the lower half."""
     return (labels >= classes // 2).astype(int)
-
-
-def auxiliaries(p: Mapping[str, Any], spec: UNet, base, real, train: RunRNG, net, kept=None) -> dict:
-    """(kind, B) -> auxiliary model, every kind of ``p["kinds"]`` (default: all) at every budget; S is the same
-    set for every budget and for sims and decoder. Keyed streams make each kind's models the same whichever
-    other kinds run. ``kept(name, compute)`` (``group_rows``'s stage keeper) stores each model."""
-    kinds, out = p.get("kinds", tuple(KINDS)), {}
-    kept = kept or keeper(None)
-
-    @functools.cache
-    def shifted():  # E6: S curated from candidates, drawn once for every budget
-        s_big = base.sample(4 * p["n_aux"], train.child("shift-candidates"))
-        groups = low_group(net.classify(s_big.x.reshape(-1, *s_big.item_shape)).reshape(s_big.x.shape[:2]), 10)
-        return s_big.take(curated_index(groups, TARGET[::-1], p["n_aux"], train.child("shift-curate")))
-
-    make_aux = {
-        "sims": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b).auxiliary(spec, base, real, train),
-        "decoder": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_decoder_only=True).auxiliary(spec, base, real,
-                                                                                                      train),
-        "real": lambda b: SIMS(n_aux=p["n_aux"], aux_images=b, aux_data="real").auxiliary(spec, base, real, train, real),
-        "autoguidance": lambda b: Autoguidance(aux_images=b).auxiliary(spec, base, real, train),
-        "shift": lambda b: spec.finetune(base, shifted(), train.child(Role.AUX_FIT), b),
-    }
-    for b in p["budgets"]:
-        for kind in KINDS:
-            if kind in kinds:
-                out[kind, b] = kept(f"aux {kind} {b}", lambda: make_aux[kind](b))  # noqa: B023 (called at once)
-    return out
 
 
 def measure(x: np.ndarray, net, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,42 +91,51 @@ def setting(p: Mapping[str, Any], runs: range) -> Setting:
     return Setting(src, net, psi, streams, src.sample(p["n_real"], streams.at(0, Role.REAL)), UNet(**p["unet"]))
 
 
-def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> tuple[list[dict], dict]:
-    """The rows of one group of runs (one grouped U-Net), and run 0's grid images when the group holds it. With
-    a ``work`` folder its stages (the base, each auxiliary model, each draw's rows) are kept there, so a killed
-    study resumes from the last one finished (``madloop.studies.common.stage``)."""
-    src, net, psi, streams, real, spec = setting(p, runs)
-    train = streams.at(1, Role.TRAIN)
-    kept = keeper(work, study=NAME, params=p, runs=[runs.start, runs.stop])
-    base = kept("base", lambda: spec.fit(real, train.child(Role.FIT)))
-    aux = auxiliaries(p, spec, base, real, train, net, kept)
+# Each kind as a sampler of madloop.evaluate: an algorithm and its options (omega and B set per cell).
+SAMPLERS = {
+    "sims": {"algo": "sims"},
+    "decoder": {"algo": "sims", "aux_decoder_only": True},
+    "real": {"algo": "sims", "aux_data": "real"},
+    "autoguidance": {"algo": "autoguidance"},
+    "shift": {"algo": "sims", "aux_proportions": TARGET[::-1]},  # S curated to the complement of the target
+}
 
-    def one_draw(draw: int) -> tuple[list[dict], list]:
-        rows, pictures = [], []
 
-        def record(kind, budget, omega, x):
-            fid, low = measure(x, net, psi)
-            rows.extend(dict(kind=kind, budget=budget, omega=omega, run=r, draw=draw, fid=f, share_low=s)
-                        for r, f, s in zip(runs, fid, low))
-            if runs.start == 0 and draw == 0:
-                pictures.append((kind, budget, omega, x[0, : p["grid"]]))
-
-        # The same noise and labels for every sampler of this draw: a new stream object each, since a stream
-        # advances with every draw from it.
-        rng = lambda: streams.at(1 + draw, Role.EVAL)  # noqa: E731
-        record("floor", 0, 0.0, src.sample(p["n_eval"], streams.at(1 + draw, "floor")).x)  # held-out real images
-        record("base", 0, 0.0, base.sample(p["n_eval"], rng()).x)
-        for (kind, budget), model in aux.items():
+def samplers(p: Mapping[str, Any]) -> dict[str, tuple[dict, tuple]]:
+    """name -> (the sampler's settings, its (kind, B, omega)): the base, then every kind of ``p["kinds"]`` (default:
+    all) at every budget and omega. Keyed streams make each kind's values the same whichever other kinds run."""
+    kinds = p.get("kinds", tuple(KINDS))
+    out = {"base": ({}, ("base", 0, 0.0))}
+    for b in p["budgets"]:
+        for kind in (k for k in KINDS if k in kinds):
+            sized = {} if kind == "autoguidance" else {"n_aux": p["n_aux"]}
             for omega in p["omegas"]:
-                record(kind, budget, omega, spec.guided(base, model, omega).sample(p["n_eval"], rng()).x)
-        return rows, pictures
+                out[f"{kind} B={b} omega={omega:g}"] = ({**SAMPLERS[kind], **sized, "aux_images": b, "omega": omega},
+                                                        (kind, b, omega))
+    return out
 
-    rows, pictures = [], {}
-    for draw in range(p["draws"]):
-        more, shown = kept(f"draw {draw}", lambda: one_draw(draw))  # noqa: B023 (called at once)
-        rows += more
-        pictures.update({(kind, budget, omega): x for kind, budget, omega, x in shown})
-    return rows, pictures
+
+def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
+    """madloop.evaluate of every sampler (``samplers``) on the part's runs, ``jobs`` groups of runs at a time: the
+    raw (kind, B, omega, run, draw) rows with FID and the share of classes 0-4, and run 0's grid images of draw 0.
+    Inside a study's work folder (``--work``) the evaluation is kept there and continues where it stopped."""
+    cells = samplers(p)
+    settings = dict(data=p["data"], runs=p["runs"], n_real=p["n_real"], n_eval=p["n_eval"], n_ref=p["n_ref"],
+                    seed=SEED, model="unet", model_options=p["unet"], metrics=("fid", "classes"))
+    with evaluated({name: given for name, (given, _) in cells.items()}, jobs, draws=p["draws"], keep=p["grid"],
+                   **settings) as ev:
+        table, kept = ev.table, ev.samples()
+    cells = {"floor": ("floor", 0, 0.0), **{name: cell for name, (_, cell) in cells.items()}}
+    wide = table.pivot_table(index=["sampler", "run", "draw"], columns="metric", values="value", dropna=False)
+    low = [f"classes_{k}" for k in range(sum(m.startswith("classes_") for m in wide.columns) // 2)]
+    raw = pd.DataFrame([dict(zip(("kind", "budget", "omega"), cells[name]), run=run, draw=draw, fid=row.fid,
+                             share_low=row[low].sum()) for (name, run, draw), row in wide.iterrows()])
+    # The rows in the order the study always wrote them: by group of runs, draw, sampler, run.
+    group = p["unet"].get("runs_per_pass", 4) or p["runs"]
+    order = {name: i for i, name in enumerate(cells)}
+    raw["_key"] = [(run // group, draw, order[name], run) for (name, run, draw) in wide.index]
+    raw = raw.sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
+    return raw, {cells[name]: x for name, x in kept.items()}
 
 
 METRICS = {"fid": "fid", "share_low": "share of classes 0-4"}
@@ -314,12 +295,6 @@ def parts(params: Mapping[str, Any]) -> list[dict]:
     depend on the parts beside it."""
     first = {k: v for k, v in params.items() if k != "more"}
     return [first, *({**first, **change} for change in params.get("more", ()))]
-
-
-def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
-    """Every group of runs, ``jobs`` at a time: the raw (kind, B, omega, run, draw) rows and run 0's grids."""
-    groups = by_groups(group_rows, p, jobs)
-    return pd.DataFrame([row for rows, _ in groups for row in rows]), {k: v for _, pics in groups for k, v in pics.items()}
 
 
 def part_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: Path) -> tuple[dict, list[Path]]:
