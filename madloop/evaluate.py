@@ -15,9 +15,10 @@ training algorithm (``algo`` and its options) and a sampling bias ``lam``: its m
 copy, autoguidance's bad model, the continued base) is made once per run and shared by every sampler that differs
 only in the options that act when combining (omega, the guidance interval). In draw d, every sampler and the
 real-data floor (the sampler ``floor``: n_eval real items of the data source) draw from the streams
-(T + d, eval) and (T + d, floor): the same noise and labels for every sampler, so a difference between two
-samplers is paired run by run and draw by draw. Draw 0 of the sampler {} is what the loop measures at
-generation T.
+(1 + d, eval) and (1 + d, floor): the same noise and labels for every sampler, so a difference between two
+samplers is paired run by run and draw by draw, and so is a difference between two evaluations of one seed
+(another T, another pollution of the training set: E5). At T = 1, draw 0 of the sampler {} is what the loop
+measures at generation 1.
 
 The run directory is a loop's (madloop.store): config.json, its lock, crash-safe parts. Each chunk of runs keeps
 its stages in ``parts/`` as they finish (the base, each auxiliary model, each draw's rows), so an evaluation
@@ -203,7 +204,7 @@ def draw_rows(p: Plan, parts, models: Mapping[str, Any], streams: Streams, refer
               threads: int) -> tuple[pd.DataFrame, dict]:
     """Draw ``draw``: every sampler's n_eval samples from the same streams, and the floor's real sample, measured;
     the rows, and (model, samples) by sampler."""
-    cfg, at = p.config, p.config.gens + draw
+    cfg, at = p.config, 1 + draw  # whatever T: evaluations of one seed share their draws' noise
     drawn = {FLOOR: (None, parts.data.sample(cfg.n_eval, streams.at(at, Role.FLOOR)).x)}
     for name, model in models.items():
         # A new stream object per sampler: the same noise and labels for each (a stream advances as it draws).

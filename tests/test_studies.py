@@ -372,9 +372,11 @@ def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch
     alone, _ = sims_images.run_groups(dict(p, kinds=("decoder",)), 1)
     assert set(alone.kind) == {"floor", "base", "decoder"}
     pd.testing.assert_frame_equal(alone.reset_index(drop=True), raw[raw.kind.isin(alone.kind)].reset_index(drop=True))
-    rows = pd.DataFrame(sims_pollution.group_rows(dict(STUDIES["sims-pollution"].scales["ci"], omegas=(0.0,)), range(0, 1)))
+    pollution = dict(STUDIES["sims-pollution"].scales["ci"], runs=1, omegas=(0.0,))
+    rows = pd.concat([sims_pollution.pollution_rows(pollution, m, 1) for m in (0, 32)])
     by = rows.set_index(["kind", "pollution", "run", "draw"]).fid
     np.testing.assert_array_equal(by["SIMS"].to_numpy(), by["ST"].to_numpy())
+    assert not np.allclose(by["ST", 32].to_numpy(), by["ST", 0].to_numpy())  # the polluted model is another one
     shift = sims_shift.rows_of(dict(STUDIES["sims-shift"].scales["ci"], omegas=(0.0,)))
     base = shift[shift.kind == "base"].drop(columns=["kind", "omega"]).reset_index(drop=True)
     for kind in ("sims", "shift"):
@@ -434,18 +436,20 @@ def test_sims_pollution_and_sims_shift_reopen_their_kept_stages_without_training
                                                                                  one_torch_thread):
     from madloop.models.diffusion import DDPM
     from madloop.models.unet import UNet
-    from madloop.studies import sims_pollution, sims_shift
+    from madloop.studies import common, sims_pollution, sims_shift
 
     def trains(*args, **kwargs):
         raise AssertionError("a kept model was trained again")
 
     pollution = dict(STUDIES["sims-pollution"].scales["ci"], runs=1)
     shift = STUDIES["sims-shift"].scales["ci"]
-    first = (sims_pollution.group_rows(pollution, range(0, 1), tmp_path), sims_shift.rows_of(shift, tmp_path))
+    with common.inside(tmp_path):
+        first = (sims_pollution.pollution_rows(pollution, 32, 1), sims_shift.rows_of(shift, tmp_path))
     for spec in (UNet, DDPM):
         monkeypatch.setattr(spec, "fit", trains)
         monkeypatch.setattr(spec, "finetune", trains)
-    assert sims_pollution.group_rows(pollution, range(0, 1), tmp_path) == first[0]
+    with common.inside(tmp_path):
+        pd.testing.assert_frame_equal(sims_pollution.pollution_rows(pollution, 32, 1), first[0])
     pd.testing.assert_frame_equal(sims_shift.rows_of(shift, tmp_path), first[1])
 
 
