@@ -35,6 +35,7 @@ from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
 
 AUX_DATA = ("synthetic", "real")
+SCHEDULES = ("scaled", "base")  # autoguidance's bad model: the base's schedule shrunk to its budget, or kept
 
 
 def base_budget(spec: ModelSpec) -> int:
@@ -192,7 +193,8 @@ class SIMS:
 class Autoguidance:
     """Guidance by a bad version of the model (Karras et al. 2024): a model of the same family trained from
     scratch on the same training set for the shorter budget B (``aux_images`` when given, else ``aux_epochs``;
-    both unset: a quarter of the base's budget), ``aux_width`` times the base's width (1: the same network).
+    both unset: a quarter of the base's budget), ``aux_width`` times the base's width (1: the same network), on
+    the base's schedule shrunk to B (``aux_schedule``, see ``aux_spec``): its own warm-up and EMA.
 
     Its budget is counted over the training set: aux_epochs passes over D, or aux_images images seen.
     omega, interval and warm_start as for sims.
@@ -205,6 +207,7 @@ class Autoguidance:
     aux_epochs: int | None = None
     aux_images: int | None = None
     aux_width: float = 1.0
+    aux_schedule: str = "scaled"
     interval: tuple[float, float] = (0.0, 1.0)
     warm_start: bool = False
 
@@ -214,16 +217,26 @@ class Autoguidance:
         if not 0 < self.aux_width <= 1:
             raise ValueError(f"aux_width (the bad model's share of the base's width) must be in (0, 1], got "
                              f"{self.aux_width}")
+        if self.aux_schedule not in SCHEDULES:
+            raise ValueError(f"aux_schedule must be one of {', '.join(SCHEDULES)}, got {self.aux_schedule!r}")
 
     def aux_spec(self, spec: ModelSpec, n: int) -> ModelSpec:
-        """The bad model's spec: the base's with the shorter budget and the narrower network."""
+        """The bad model's spec: the base's with the shorter budget and the narrower network. With
+        ``aux_schedule`` "scaled" (Karras et al. train the bad model on the base's recipe, for less), the family's
+        schedule lengths counted in images (the unet's warm-up and EMA half-life, ``spec.schedule_options``) shrink
+        in proportion to the budget, so a short budget is not spent inside the base's warm-up and its EMA averages
+        over its own training; "base" keeps the base's lengths."""
         if self.aux_epochs is None and self.aux_images is None:
             budget = max(1, base_budget(spec) // 4)
         else:
             budget = aux_budget(spec, n, self.aux_epochs, self.aux_images)
         width = getattr(spec, spec.width_option)
         narrow = max(1, round(width * self.aux_width))
-        return dataclasses.replace(spec, **{spec.budget_unit: budget, spec.width_option: narrow})
+        scaled = {}
+        if self.aux_schedule == "scaled":
+            share = min(1.0, budget / base_budget(spec))
+            scaled = {k: type(getattr(spec, k))(getattr(spec, k) * share) for k in getattr(spec, "schedule_options", ())}
+        return dataclasses.replace(spec, **{spec.budget_unit: budget, spec.width_option: narrow, **scaled})
 
     def check_run(self, cfg, built) -> None:
         """Before a run starts: the bad model's spec is a valid one (e.g. its budget holds a minibatch)."""

@@ -254,3 +254,19 @@ def test_an_image_set_labels_images_by_its_feature_network():
     assert labels.shape == (2, 12)
     assert labels[1].tolist() == features.network(source).classify(x.x[1]).tolist()
     assert (labels == x.y).mean() > 0.8  # the classifier is right on most real digits
+
+
+def test_autoguidance_trains_its_bad_model_on_the_base_schedule_shrunk_to_its_budget():
+    """Karras et al.'s bad model is the base's recipe run for less: a budget of an eighth of the base's gets an
+    eighth of its warm-up and EMA half-life (not a budget spent inside the base's warm-up), half the width."""
+    from madloop.models.unet import UNet
+    from madloop.sims import Autoguidance
+
+    spec = UNet(images=16384, warmup=2048, ema=2048.0, channels=16)
+    bad = Autoguidance(aux_images=2048, aux_width=0.5).aux_spec(spec, 500)
+    assert (bad.images, bad.channels, bad.warmup, bad.ema) == (2048, 8, 256, 256.0)
+    kept = Autoguidance(aux_images=2048, aux_schedule="base").aux_spec(spec, 500)
+    assert (kept.images, kept.channels, kept.warmup, kept.ema) == (2048, 16, 2048, 2048.0)
+    assert Autoguidance(aux_images=32768).aux_spec(spec, 500).warmup == 2048  # a longer budget never stretches it
+    with pytest.raises(ValueError, match="aux_schedule"):
+        Autoguidance(aux_schedule="long")

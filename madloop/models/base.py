@@ -77,11 +77,11 @@ def torch_device(device: str):
 
 def same_sampler(a, b) -> bool:
     """Whether models of specs ``a`` and ``b`` combine in one guided sampler: the same family, equal in every option
-    but the training budget (``budget_unit``) and the network's width (``width_option``), which autoguidance's
-    shorter-trained, narrower model changes."""
+    but the training budget (``budget_unit``), its schedule (``schedule_options``) and the network's width
+    (``width_option``), which autoguidance's shorter-trained, narrower model changes."""
     if type(a) is not type(b):
         return False
-    free = (a.budget_unit, a.width_option)
+    free = (a.budget_unit, a.width_option, *getattr(a, "schedule_options", ()))
     return dataclasses.replace(a, **{name: getattr(b, name) for name in free}) == b
 
 
