@@ -1,27 +1,24 @@
-"""E4 and E6 on images (SPEC section 4; issue 16): does SIMS lower the FID of an EDM U-Net below its own base,
-and below two controls that guide the same way without SIMS's synthetic-data signal? Does guidance away from
-a curated S move the class mix toward a target?
+"""E4 and E6 on images (SPEC section 4; issues 16 and 28): does SIMS lower the FID of an EDM U-Net below its own
+base, and below the baselines a reviewer asks for first? Does guidance away from a curated S move the class mix?
 
-Per group of runs (each run: its own D_r, base U-Net, auxiliary models, noise): the base trains on D_r; for
-each budget B (images seen) five auxiliary models guide it negatively, (1 + omega) D_base - omega D_aux:
-- ``sims``: the base fine-tuned on n_aux of its own samples S (madloop.sims.SIMS);
-- ``decoder``: the same fine-tune on the same S, of the decoder half only (``aux_decoder_only``): guided
-  sampling then runs the shared encoder once for both models. Does the cheaper auxiliary guide as well?
+One ``madloop.evaluate`` per data set (each run: its own D_r, base U-Net, auxiliary models, noise): the base
+trains on D_r once; every kind below is a sampler of it, at each budget B (images seen) and omega:
+- ``sims``: (1 + omega) D_base - omega D_aux, the base fine-tuned on n_aux of its own samples S (omega = -1: the
+  auxiliary model alone);
+- ``decoder``: the same fine-tune of the decoder half only (the shared encoder runs once for both models);
 - ``real``: the real-data control, the base fine-tuned on n_aux images of D_r for the same B;
-- ``autoguidance``: a copy trained from scratch on D_r for B images only (madloop.sims.Autoguidance);
-- ``shift`` (E6): the base fine-tuned on S curated to the complement of the target class mix (classes 0-4
-  against 5-9 as labelled by the feature network's classifier; target 70/30, so S holds 30/70): guidance
-  away from it should move the generated mix toward the target.
+- ``autoguidance``, ``auto-half``: Karras et al.'s bad model, trained from scratch on D_r for B images on the
+  base's schedule shrunk to B (its own warm-up and EMA), of the base's width or half of it;
+- ``continued``: the base trained B more images on D_r (the compute SIMS spends, spent on plain training);
+- ``cfg``: classifier-free guidance of weight w = omega on the base (lam = 1 / (1 + w)), no auxiliary model;
+- ``shift`` (E6): the base fine-tuned on S curated to the complement of a target class mix.
 
-Evidence (issue 16 section 2): every sampler draws ``draws`` independent sets of n_eval images per run from
-the same initial noise and labels as the base's sets (paired draws); FID is measured per run and draw in the
-feature space of the data set's own classifier against n_ref held-out real images. The table holds, per
-(kind, B, omega): mean FID, the paired difference to the base (same run, same draw) averaged over draws, and
-its 95% Student-t CI over runs (independent models), beside the base's FID, the real-data floor (held-out
-real images of the training pool, n_eval of them, against the same reference) and the spread of the base's
-FID between draws (what an unpaired comparison would have to beat). ``sims-images-versus.csv`` pairs SIMS with
-each control at the same (B, omega), run and draw: does SIMS beat the look-alikes, not just its base?
-``sims-images-raw.csv`` keeps every (kind, B, omega, run, draw) value, so later comparisons need no rerun.
+Evidence: every sampler draws ``draws`` sets of n_eval images per run from the same noise and labels (paired
+draws); FID (and KID, precision, recall where asked) per run and draw in the data set's own classifier's feature
+space against n_ref held-out real images. The table holds, per (kind, B, omega): the mean with its 95% Student-t
+CI over runs, the paired difference to the base with its CI, the base's draw-to-draw spread, beside the real-data
+floor. ``sims-images-versus.csv`` pairs SIMS with each baseline (same B and omega; continued training of the
+same B; CFG of w = omega), run and draw; ``sims-images-raw.csv`` keeps every value.
 """
 
 from __future__ import annotations
@@ -53,10 +50,17 @@ KINDS = {
     "decoder": "SIMS, decoder-only fine-tune (shared encoder)",
     "real": "real-data control (copy fine-tuned on D_r)",
     "autoguidance": "autoguidance (copy trained from scratch for B)",
+    "auto-half": "autoguidance, half-width bad model (Karras et al.)",
+    "continued": "base trained B more images on D_r (compute-matched)",
+    "cfg": "classifier-free guidance on the base, w = omega",
     "shift": "E6: copy fine-tuned on S curated to 30/70",
 }
 TARGET = (0.7, 0.3)  # E6: the target share of classes 0-4 and 5-9; S is curated to its complement
-COLORS = {"sims": "C3", "decoder": "C1", "real": "C0", "autoguidance": "C2", "shift": "C4"}
+COLORS = {"sims": "C3", "decoder": "C1", "real": "C0", "autoguidance": "C2", "auto-half": "C5", "continued": "C7",
+          "cfg": "C9", "shift": "C4"}
+# The bases' training budgets (images seen per run): within 10% of their FID plateau (figures/images-convergence).
+BASE_IMAGES = {"digits": 131072, "mnist": 131072}
+GUIDED = ("sims", "decoder", "real", "autoguidance", "auto-half")  # kinds with an auxiliary model at every (B, omega)
 
 
 def low_group(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -97,6 +101,9 @@ SAMPLERS = {
     "decoder": {"algo": "sims", "aux_decoder_only": True},
     "real": {"algo": "sims", "aux_data": "real"},
     "autoguidance": {"algo": "autoguidance"},
+    "auto-half": {"algo": "autoguidance", "aux_width": 0.5},
+    "continued": {"algo": "continued"},  # one per budget: no omega
+    "cfg": {},  # one per omega > 0 (lam = 1 / (1 + omega)): no budget
     "shift": {"algo": "sims", "aux_proportions": TARGET[::-1]},  # S curated to the complement of the target
 }
 
@@ -104,11 +111,16 @@ SAMPLERS = {
 def samplers(p: Mapping[str, Any]) -> dict[str, tuple[dict, tuple]]:
     """name -> (the sampler's settings, its (kind, B, omega)): the base, then every kind of ``p["kinds"]`` (default:
     all) at every budget and omega. Keyed streams make each kind's values the same whichever other kinds run."""
-    kinds = p.get("kinds", tuple(KINDS))
+    kinds = p.get("kinds", tuple(k for k in KINDS if k in GUIDED or k == "shift"))
     out = {"base": ({}, ("base", 0, 0.0))}
+    if "cfg" in kinds:
+        for omega in (w for w in p["omegas"] if w > 0):
+            out[f"cfg omega={omega:g}"] = ({"lam": 1 / (1 + omega)}, ("cfg", 0, omega))
     for b in p["budgets"]:
-        for kind in (k for k in KINDS if k in kinds):
-            sized = {} if kind == "autoguidance" else {"n_aux": p["n_aux"]}
+        if "continued" in kinds:
+            out[f"continued B={b}"] = ({**SAMPLERS["continued"], "aux_images": b}, ("continued", b, 0.0))
+        for kind in (k for k in KINDS if k in kinds and k not in ("cfg", "continued")):
+            sized = {} if kind in ("autoguidance", "auto-half") else {"n_aux": p["n_aux"]}
             for omega in p["omegas"]:
                 out[f"{kind} B={b} omega={omega:g}"] = ({**SAMPLERS[kind], **sized, "aux_images": b, "omega": omega},
                                                         (kind, b, omega))
@@ -121,15 +133,16 @@ def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
     Inside a study's work folder (``--work``) the evaluation is kept there and continues where it stopped."""
     cells = samplers(p)
     settings = dict(data=p["data"], runs=p["runs"], n_real=p["n_real"], n_eval=p["n_eval"], n_ref=p["n_ref"],
-                    seed=SEED, model="unet", model_options=p["unet"], metrics=("fid", "classes"))
+                    seed=SEED, model="unet", model_options=p["unet"], metrics=("fid", "classes", *p.get("metrics", ())))
     with evaluated({name: given for name, (given, _) in cells.items()}, jobs, draws=p["draws"], keep=p["grid"],
                    **settings) as ev:
         table, kept = ev.table, ev.samples()
     cells = {"floor": ("floor", 0, 0.0), **{name: cell for name, (_, cell) in cells.items()}}
     wide = table.pivot_table(index=["sampler", "run", "draw"], columns="metric", values="value", dropna=False)
     low = [f"classes_{k}" for k in range(sum(m.startswith("classes_") for m in wide.columns) // 2)]
+    more = [m for m in ("kid", "precision", "recall") if m in wide.columns]
     raw = pd.DataFrame([dict(zip(("kind", "budget", "omega"), cells[name]), run=run, draw=draw, fid=row.fid,
-                             share_low=row[low].sum()) for (name, run, draw), row in wide.iterrows()])
+                             share_low=row[low].sum(), **row[more]) for (name, run, draw), row in wide.iterrows()])
     # The rows in the order the study always wrote them: by group of runs, draw, sampler, run.
     group = p["unet"].get("runs_per_pass", 4) or p["runs"]
     order = {name: i for i, name in enumerate(cells)}
@@ -138,7 +151,7 @@ def run_groups(p: Mapping[str, Any], jobs: int) -> tuple[pd.DataFrame, dict]:
     return raw, {cells[name]: x for name, x in kept.items()}
 
 
-METRICS = {"fid": "fid", "share_low": "share of classes 0-4"}
+METRICS = {"fid": "fid", "share_low": "share of classes 0-4", "kid": "kid", "precision": "precision", "recall": "recall"}
 
 
 def interval(values: pd.Series) -> tuple[float, float, float]:
@@ -163,7 +176,7 @@ def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(ME
     rows = []
     for key, g in raw.groupby(list(keys), sort=False):
         g = g.set_index(["run", "draw"])
-        for metric in metrics:
+        for metric in (m for m in metrics if m in g):
             per_run = g[metric].groupby("run").mean().dropna()
             diff = run_differences(g[metric], reference[metric])
             mean, lo, hi = interval(per_run)
@@ -175,19 +188,22 @@ def paired(raw: pd.DataFrame, keys=("kind", "budget", "omega"), metrics=tuple(ME
     return pd.DataFrame(rows)
 
 
-def versus(raw: pd.DataFrame, kind: str = "sims", controls=("real", "autoguidance", "decoder"),
-           metric: str = "fid") -> pd.DataFrame:
-    """``kind`` against each control at the same budget and omega, paired on the same run and draw (the same
-    base, noise and labels): per run the mean over draws of kind - control, its mean over runs and 95% Student-t
-    CI (columns budget, omega, control, metric, n, diff, diff_lo, diff_hi; below 0: ``kind`` is better)."""
-    mine = raw[raw.kind == kind].set_index(["budget", "omega", "run", "draw"])[metric]
+def versus(raw: pd.DataFrame, kind: str = "sims", controls=("real", "autoguidance", "auto-half", "decoder", "continued",
+                                                           "cfg"), metric: str = "fid") -> pd.DataFrame:
+    """``kind`` against each control, paired on the same run and draw (the same base, noise and labels): at the same
+    budget and omega, against continued training of the same budget B, against CFG of weight w = omega. Per run the
+    mean over draws of kind - control, its mean over runs and 95% Student-t CI (columns budget, omega, control,
+    metric, n, diff, diff_lo, diff_hi; below 0: ``kind`` is better)."""
+    mine = raw[raw.kind == kind][["budget", "omega", "run", "draw", metric]]
     rows = []
-    for control in controls:
-        theirs = raw[raw.kind == control].set_index(["budget", "omega", "run", "draw"])[metric]
-        for (budget, omega), per_run in run_differences(mine, theirs, ("budget", "omega")).groupby(
-                ["budget", "omega"], sort=False):
-            mean, lo, hi = interval(per_run)
-            rows.append(dict(budget=budget, omega=omega, control=control, metric=metric, n=per_run.size, diff=mean,
+    for control in (c for c in controls if c in set(raw.kind)):
+        on = {"continued": ["budget"], "cfg": ["omega"]}.get(control, ["budget", "omega"])
+        theirs = raw[raw.kind == control][[*on, "run", "draw", metric]]
+        both = mine.merge(theirs, on=[*on, "run", "draw"], suffixes=("", "_control"))
+        both["d"] = both[metric] - both[f"{metric}_control"]
+        for (budget, omega), g in both.groupby(["budget", "omega"], sort=False):
+            mean, lo, hi = interval(g.groupby("run").d.mean().dropna())
+            rows.append(dict(budget=budget, omega=omega, control=control, metric=metric, n=g.run.nunique(), diff=mean,
                              diff_lo=lo, diff_hi=hi))
     return pd.DataFrame(rows)
 
@@ -201,14 +217,18 @@ def plot_fid(table: pd.DataFrame, against: pd.DataFrame, p: Mapping[str, Any], o
     bottom: SIMS minus each control, paired (``versus``)."""
     budgets = p["budgets"]
     fid = table[table.metric == "fid"]
-    guided = fid[fid.kind.isin(["sims", "decoder", "real", "autoguidance"])]
+    guided = fid[fid.kind.isin([*GUIDED, "cfg"])]
     fig, axes = plt.subplots(3, len(budgets), figsize=(4.4 * len(budgets), 9.6), squeeze=False, sharex=True)
     first, base, floor = fid.iloc[0], value(table, "base"), value(table, "floor")
     for j, b in enumerate(budgets):
-        for kind, rows in guided[guided.budget == b].groupby("kind", sort=False):
+        for kind, rows in guided[guided.budget.isin([b, 0])].groupby("kind", sort=False):  # CFG has no budget
             axes[0, j].plot(rows.omega, rows["mean"], "o-", color=COLORS[kind], label=KINDS[kind])
             axes[1, j].plot(rows.omega, rows["diff"], "o-", color=COLORS[kind])
             axes[1, j].fill_between(rows.omega, rows.diff_lo, rows.diff_hi, color=COLORS[kind], alpha=0.2)
+        for _, row in fid[(fid.kind == "continued") & (fid.budget == b)].iterrows():  # no omega: a level
+            axes[0, j].axhline(row["mean"], color=COLORS["continued"], ls="--", lw=1.2, label=KINDS["continued"])
+            axes[1, j].axhspan(row.diff_lo, row.diff_hi, color=COLORS["continued"], alpha=0.2)
+            axes[1, j].axhline(row["diff"], color=COLORS["continued"], ls="--", lw=1.2)
         for control, rows in against[against.budget == b].groupby("control", sort=False):
             axes[2, j].plot(rows.omega, rows["diff"], "o-", color=COLORS[control], label=f"SIMS - {control}")
             axes[2, j].fill_between(rows.omega, rows.diff_lo, rows.diff_hi, color=COLORS[control], alpha=0.2)
@@ -264,7 +284,8 @@ def plot_grid(pictures: dict, table: pd.DataFrame, p: Mapping[str, Any], out: Pa
     b = max(p["budgets"])
     best = table[(table.kind == "sims") & (table.budget == b) & (table.metric == "fid")].sort_values("diff").omega.iloc[0]
     shown = [("floor", 0, 0.0, "real images"), ("base", 0, 0.0, "base")]
-    shown += [(k, b, w, f"{k}, omega {w:g}") for k in ("sims", "real", "autoguidance") for w in (best, max(p["omegas"]))]
+    shown += [(k, b, w, f"{k}, omega {w:g}") for k in ("sims", "real", "autoguidance", "auto-half")
+              for w in (best, max(p["omegas"])) if (k, b, w) in pictures]
     shown = list(dict.fromkeys(shown))
     fig, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 2.6))
     for ax, (kind, budget, omega, label) in zip(axes, shown):
@@ -277,15 +298,16 @@ def plot_grid(pictures: dict, table: pd.DataFrame, p: Mapping[str, Any], out: Pa
 
 
 def make(params: Mapping[str, Any], out: Path, jobs: int) -> list[Path]:
-    """Each data set's part (``parts``) in turn: its figures, and one table of each kind over the parts."""
-    tables, figures = {}, []
+    """Each data set's part (``parts``) in turn: its figures, and one table of each kind over the parts so far,
+    written as each part finishes (an hours-long study stopped after its first part keeps that part's outputs)."""
+    tables, figures, written = {}, [], []
     for p in parts(params):
         raw, pictures = run_groups(p, jobs)
         part, drawn = part_outputs(raw, pictures, p, out)
         for name, table in part.items():
             tables.setdefault(name, []).append(table)
         figures += drawn
-    written = [write_table(pd.concat(t, ignore_index=True), out, name) for name, t in tables.items()]
+        written = [write_table(pd.concat(t, ignore_index=True), out, name) for name, t in tables.items()]
     return [*written, *figures]
 
 
@@ -310,19 +332,25 @@ def part_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: P
 
 register(Study(
     name=NAME,
-    description="E4/E6 on images: SIMS vs the real-data control and autoguidance, FID vs omega and budget B with "
-                "paired draws; guidance away from a curated S moves the class mix (digits and MNIST at cpu scale)",
+    description="E4 on images: SIMS vs its base, the real-data control, autoguidance, compute-matched training and "
+                "CFG, FID vs omega and budget B with paired draws (digits and MNIST at cpu scale)",
     scales={
         "ci": dict(data="digits", runs=2, n_real=64, n_aux=64, budgets=(64,), omegas=(0.5,), draws=2, n_eval=64,
-                   n_ref=64, grid=16, unet=dict(images=256, batch=32, channels=8, steps=4, warmup=64, ema=64,
-                                                runs_per_pass=2)),
-        "cpu": dict(data="digits", runs=8, n_real=500, n_aux=500, budgets=(2048, 8192), omegas=(0.1, 0.25, 0.5, 1.0, 2.0),
-                    draws=5, n_eval=300, n_ref=400, grid=64, unet=dict(images=16384),
-                    # E4 and E6 on MNIST (16x16): guided sampling costs about 4x digits' per image (benchmarks/
-                    # RESULTS_sims_images.md), so the decoder-only kind (answered on digits) stays out; training is
-                    # cheap beside sampling, so the base sees 32768 images (16384 left mad-images' MNIST poor)
+                   n_ref=64, grid=16, kinds=(*GUIDED, "continued", "cfg", "shift"), metrics=("kid", "precision", "recall"),
+                   unet=dict(images=256, batch=32, channels=8, steps=4, warmup=64, ema=64, runs_per_pass=2)),
+        # E4 with the baselines a reviewer asks for (issue 28): on a base trained near its FID plateau
+        # (figures/images-convergence), four budgets B spanning the bowl, omega from 0.05 to 3 and -1 (the
+        # auxiliary model alone); beside SIMS: the real-data control, autoguidance with a copy of the base's width
+        # and with a half-width bad model (each on the base's schedule shrunk to B), the base trained B more images
+        # (compute-matched), and classifier-free guidance w = omega on the base. E6 needs unconditional sampling
+        # and runs elsewhere.
+        "cpu": dict(data="digits", runs=8, n_real=500, n_aux=500, budgets=(1024, 4096, 16384, 65536),
+                    omegas=(-1.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0), draws=5, n_eval=300, n_ref=400, grid=64,
+                    kinds=("sims", "real", "autoguidance", "auto-half", "continued", "cfg"),
+                    metrics=("kid", "precision", "recall"), unet=dict(images=BASE_IMAGES["digits"]),
+                    # MNIST (16x16): guided sampling costs about 4x digits' per image (benchmarks/RESULTS_sims_images.md)
                     more=[dict(data="mnist", n_real=1000, n_aux=1000, n_ref=1000,
-                               kinds=("sims", "real", "autoguidance", "shift"), unet=dict(images=32768))]),
+                               unet=dict(images=BASE_IMAGES["mnist"]))]),
         "gpu": dict(data="mnist", runs=8, n_real=3000, n_aux=3000, budgets=(4096, 16384, 65536),
                     omegas=(0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0), draws=5, n_eval=1000, n_ref=1000, grid=100,
                     unet=dict(images=262144, channels=32, device="auto", runs_per_pass=0)),
