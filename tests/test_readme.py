@@ -79,7 +79,12 @@ def test_python_blocks_run(tmp_path, index):
 
 @pytest.mark.long
 def test_bash_blocks_run_in_order(tmp_path):
-    """The lines of all bash blocks run one after another in one folder (later lines use earlier results)."""
+    """The lines of all bash blocks run one after another in one folder (later lines use earlier results), with
+    the ```toml blocks whose first line names a file (``# samplers.toml``) written there first."""
+    for block in blocks("toml"):
+        name = re.match(r"# (\S+\.toml)\n", block)
+        if name:
+            (tmp_path / name.group(1)).write_text(block)
     for line in commands():
         command = shrink_command(line)
         if command is None:
