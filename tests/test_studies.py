@@ -508,3 +508,16 @@ def test_e1_figures_leave_out_the_arms_that_blew_up_and_name_them(tmp_path):
     e1._blown_note(ax, blown)
     assert "real ω = 1 at |S^t| = 250 (late E[W2] 1e+29)" in ax.get_xlabel()
     plt.close(fig)
+
+
+def test_sims_shift_images_reads_the_omega_where_the_share_reaches_the_target():
+    from madloop.studies.sims_shift_images import reading
+
+    rows = [dict(kind="base", budget=0, omega=0.0, metric="share_low", mean=0.5, ci_low=0.45, ci_high=0.55)]
+    for omega, share in [(-1.0, 0.3), (1.0, 0.6), (2.0, 0.72), (3.0, 0.71)]:
+        rows.append(dict(kind="shift", budget=8, omega=omega, metric="share_low", mean=share, ci_low=share - 0.05,
+                         ci_high=share + 0.05))
+        rows.append(dict(kind="sims", budget=8, omega=omega, metric="share_low", mean=0.5, ci_low=0.45, ci_high=0.55))
+    out = reading(pd.DataFrame(rows)).set_index("kind")
+    assert out.loc["shift", "omega_reaching_target"] == 2.0 and out.loc["shift", "best_share"] == 0.72
+    assert np.isnan(out.loc["sims", "omega_reaching_target"]) and out.loc["sims", "base_share"] == 0.5
