@@ -521,3 +521,18 @@ def test_sims_shift_images_reads_the_omega_where_the_share_reaches_the_target():
     out = reading(pd.DataFrame(rows)).set_index("kind")
     assert out.loc["shift", "omega_reaching_target"] == 2.0 and out.loc["shift", "best_share"] == 0.72
     assert np.isnan(out.loc["sims", "omega_reaching_target"]) and out.loc["sims", "base_share"] == 0.5
+
+
+def test_the_memorisation_read_out_counts_copies_of_d_r_and_not_held_out_images():
+    import madloop
+    from madloop.images import pools
+    from madloop.rng import Role, Streams
+    from madloop.studies.sims_images import SEED, memorisation
+
+    p = dict(data="digits", n_real=64, runs=2)
+    src = madloop.DATA["digits"]()
+    real = src.sample(64, Streams(SEED, range(0, 2), 2).at(0, Role.REAL)).x[0]  # run 0's D_r, as the evaluation draws it
+    held_out = pools(src).reference.x[:20]
+    out = memorisation({("copies", 0, 0.0): real[:20], ("held-out", 0, 0.0): held_out}, p).set_index("kind")
+    assert out.loc["copies", "copies"] == 1.0 and out.loc["copies", "median_ratio"] == 0.0
+    assert out.loc["held-out", "copies"] == 0.0 and out.loc["held-out", "median_ratio"] > 1.0

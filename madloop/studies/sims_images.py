@@ -23,7 +23,6 @@ same B; CFG of w = omega), run and draw; ``sims-images-raw.csv`` keeps every val
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -33,13 +32,13 @@ import pandas as pd
 
 import madloop
 from madloop import features, grids
+from madloop.images import pools
 from madloop.metrics.image import frechet_distance
 from madloop.models.unet import UNet
 from madloop.plots import save
 from madloop.results import mean_ci
 from madloop.rng import Role, RunRNG, Streams
 from madloop.samples import Samples
-from madloop.sims import SIMS, Autoguidance, curated_index
 from madloop.studies import Study, register
 from madloop.studies.common import columns_first, evaluated, write_table
 
@@ -321,6 +320,31 @@ def parts(params: Mapping[str, Any]) -> list[dict]:
     return [first, *({**first, **change} for change in params.get("more", ()))]
 
 
+COPY = 1 / 3  # a sample nearer to D_r than a third of its distance to the held-out images counts as a copy
+
+
+def memorisation(pictures: dict, p: Mapping[str, Any]) -> pd.DataFrame:
+    """A memorisation read-out on run 0's kept samples (draw 0): per (kind, B, omega), the share of samples whose
+    nearest image of run 0's D_r (pixel L2) is nearer than COPY times their nearest image of the held-out reference
+    pool, and the median of that ratio. A model that copies D_r scores at the FID floor; this shows whether it
+    does. The floor row (real images of the training pool) shows the share that real images reach by chance."""
+    src = madloop.DATA[p["data"]]()
+    real = src.sample(p["n_real"], Streams(SEED, range(0, 1), p["runs"]).at(0, Role.REAL)).x[0]
+    held_out = pools(src).reference.x
+    flat = lambda x: np.asarray(x, dtype=np.float64).reshape(len(x), -1)  # noqa: E731
+
+    def nearest(x: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        d2 = (x**2).sum(1)[:, None] - 2 * x @ pool.T + (pool**2).sum(1)[None]
+        return np.sqrt(np.maximum(d2.min(1), 0))
+
+    rows = []
+    for (kind, budget, omega), x in pictures.items():
+        ratio = nearest(flat(x), flat(real)) / np.maximum(nearest(flat(x), flat(held_out)), 1e-12)
+        rows.append(dict(data=p["data"], kind=kind, budget=budget, omega=omega, n=len(ratio),
+                         copies=float((ratio < COPY).mean()), median_ratio=float(np.median(ratio))))
+    return pd.DataFrame(rows)
+
+
 def part_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: Path) -> tuple[dict, list[Path]]:
     """One data set's tables (by file name) and its figures; the grid of samples only when ``pictures`` has
     them, the E6 panel only when the part ran the ``shift`` kind."""
@@ -329,7 +353,10 @@ def part_outputs(raw: pd.DataFrame, pictures: dict, p: Mapping[str, Any], out: P
     against = versus(raw).assign(data=p["data"])
     figures = [*plot_fid(table, against, p, out), *(plot_shift(table, p, out) if "shift" in set(raw.kind) else []),
                *(plot_grid(pictures, table, p, out) if pictures else [])]
-    return {NAME: table, f"{NAME}-versus": against, f"{NAME}-raw": raw.assign(data=p["data"])}, figures
+    tables = {NAME: table, f"{NAME}-versus": against, f"{NAME}-raw": raw.assign(data=p["data"])}
+    if pictures:
+        tables[f"{NAME}-memorisation"] = memorisation(pictures, p)
+    return tables, figures
 
 
 register(Study(
