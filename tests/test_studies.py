@@ -148,6 +148,12 @@ def test_e1_arms_are_valid_runs_and_the_controls_share_sims_budget(scale):
             assert algo["aux_epochs"] is None and algo["aux_images"] is None
     with pytest.raises(ValueError, match="unknown kind"):
         e1.arm("guidance", 1.0, e1.NETWORKS["paper"], 2000)
+    # A tuned network carries its own n_aux and aux_epochs (``tune``): they reach SIMS, not the DDPM's options.
+    tune = p["tune"]
+    for n_aux in tune["n_aux"]:
+        net = dict(p["networks"][tune["network"]], n_aux=n_aux, aux_epochs=tune["aux_epochs"][0])
+        cfg = resolve({**e1.BASE, **e1.arm("sims", 1.0, net, p["n_aux"]), "gens": 1, "n_synth": 1000})
+        assert cfg.algo_options["n_aux"] == n_aux and cfg.algo_options["aux_epochs"] == tune["aux_epochs"][0]
 
 
 def test_e3_measures_the_law_the_loop_samples_from():
@@ -313,45 +319,112 @@ def test_e1_versus_size_pairs_the_standard_arm_across_sizes_over_the_window(tmp_
     assert e1.versus_size(points[:1], results[:1], (2, 4)).empty  # one |S|: nothing to compare
 
 
-def e1_table(first_diff, late_diff, vs_first, size_diff):
-    """A minimal E1 table: one network, SIMS at omega 1 beside standard, at |S| 250 and 1000; each difference is
-    (mean, low, high)."""
+def e1_table(first_diff, sims_ratio, late_diff, size_diff, sizes=(250, 1000)):
+    """A minimal E1 table: one network, SIMS at omega 1 beside standard at each of ``sizes``; each difference and
+    SIMS's convergence ratio is (value, low, high); standard's ratio is 2.0 [1.5, 2.5]."""
     rows = [dict(part="self-improvement", kind="standard", omega=0.0, gen=g, mean=m) for g, m in ((0, 0.25), (1, 0.8))]
     rows += [dict(part="gen1-versus-standard", kind="sims", omega=1.0, gen=1, diff=first_diff[0],
                   diff_low=first_diff[1], diff_high=first_diff[2])]
-    for size in (250, 1000):
-        for kind, omega, diff, ratio in (("standard", 0.0, (0, 0, 0), (2.0, 1.5, 2.5)), ("sims", 1.0, late_diff, vs_first)):
+    for size in sizes:
+        for kind, omega, diff, ratio in (("standard", 0.0, (0, 0, 0), (2.0, 1.5, 2.5)), ("sims", 1.0, late_diff, sims_ratio)):
             rows.append(dict(part="loops", kind=kind, omega=omega, n_synth=size, gen=1, convergence_ratio=ratio[0],
-                             convergence_ratio_low=ratio[1], convergence_ratio_high=ratio[2]))
+                             convergence_ratio_low=ratio[1], convergence_ratio_high=ratio[2],
+                             excess_ratio=2 * ratio[0], excess_ratio_low=np.nan, excess_ratio_high=np.nan))
             rows.append(dict(part="versus-standard", kind=kind, omega=omega, n_synth=size, gen=20, late=True,
-                             mean=0.8 * ratio[0], vs_first=ratio[0], vs_first_low=ratio[1], vs_first_high=ratio[2],
-                             diff=diff[0], diff_low=diff[1], diff_high=diff[2]))
-    rows.append(dict(part="versus-size", kind="standard", omega=0.0, n_synth=1000, n_synth_low=250, gen=20, late=True,
-                     diff=size_diff[0], diff_low=size_diff[1], diff_high=size_diff[2]))
+                             mean=0.8 * ratio[0], diff=diff[0], diff_low=diff[1], diff_high=diff[2]))
+    rows.append(dict(part="versus-size", kind="standard", omega=0.0, n_synth=max(sizes), n_synth_low=min(sizes), gen=20,
+                     late=True, diff=size_diff[0], diff_low=size_diff[1], diff_high=size_diff[2]))
     return pd.DataFrame(rows).assign(network="paper")
 
 
-@pytest.mark.parametrize("first, late, vs_first, size, verdicts", [
-    ((-0.1, -0.2, -0.01), (-0.5, -0.8, -0.2), (1.1, 0.9, 1.3), (0.4, 0.1, 0.7), ["holds"] * 4),
-    ((0.1, 0.01, 0.2), (-0.5, -0.8, -0.2), (1.6, 1.3, 1.9), (0.4, -0.1, 0.7),
-     ["does not hold: every ω > 0 worse"] + ["does not hold: SIMS slows MAD, it does not prevent it"] * 2
-     + ["not shown: the CI straddles 0"]),
-    ((-0.1, -0.2, 0.05), (0.5, -0.1, 0.9), (1.1, 0.9, 1.3), (-0.4, -0.7, -0.1),
-     ["not shown: the CI straddles 0"] + ["not shown: the CI of SIMS − standard straddles 0"] * 2 + ["does not hold"]),
-    ((-0.1, -0.2, -0.01), (0.5, 0.1, 0.9), (2.1, 1.9, 2.3), (0.4, 0.1, 0.7),
-     ["holds"] + ["does not hold: SIMS above standard"] * 2 + ["holds"]),
+E1_CLAIMS = ["self-improvement at generation 1"] + ["MAD under standard training", "prevention", "mitigation"] * 4 + [
+    "MAD grows with |S^t|"]
+
+
+@pytest.mark.parametrize("first, sims_ratio, late, size, verdicts", [
+    # SIMS's ratio 1.1 [0.9, 1.3] straddles 1 while it beats standard: prevention not shown, mitigation holds (the
+    # old table called this prevention, its CI reaching below the paper's 1.204).
+    ((-0.1, -0.2, -0.01), (1.1, 0.9, 1.3), (-0.5, -0.8, -0.2), (0.4, 0.1, 0.7),
+     dict(first="holds", standard="holds", prevention="not shown", mitigation="holds", growth="holds")),
+    ((-0.1, -0.2, -0.01), (0.95, 0.9, 0.99), (-0.5, -0.8, -0.2), (0.4, 0.1, 0.7),
+     dict(first="holds", standard="holds", prevention="holds", mitigation="holds", growth="holds")),
+    ((0.1, 0.01, 0.2), (1.6, 1.3, 1.9), (-0.5, -0.8, -0.2), (0.4, -0.1, 0.7),
+     dict(first="does not hold", standard="holds", prevention="does not hold", mitigation="holds", growth="not shown")),
+    ((-0.1, -0.2, 0.05), (1.1, 0.9, 1.3), (0.5, -0.1, 0.9), (-0.4, -0.7, -0.1),
+     dict(first="not shown", standard="holds", prevention="not shown", mitigation="not shown", growth="does not hold")),
+    ((-0.1, -0.2, -0.01), (2.1, 1.9, 2.3), (0.5, 0.1, 0.9), (0.4, 0.1, 0.7),
+     dict(first="holds", standard="holds", prevention="does not hold", mitigation="does not hold", growth="holds")),
 ])
-def test_e1_fidelity_marks_each_claim_by_its_paired_intervals(first, late, vs_first, size, verdicts, tmp_path):
+def test_e1_fidelity_judges_each_size_against_its_own_paper_values(first, sims_ratio, late, size, verdicts, tmp_path):
     from madloop.studies import sims_gaussian_2d as e1
 
-    fid = e1.fidelity(e1_table(first, late, vs_first, size))
-    assert list(fid.verdict) == verdicts
-    assert list(fid.claim) == ["self-improvement at generation 1"] + ["prevention in the loop"] * 2 + ["MAD grows with |S^t|"]
-    assert fid.paper.notna().all() and "floor 0.25" in fid.madloop.iloc[0]
+    fid = e1.fidelity(e1_table(first, sims_ratio, late, size))
+    assert list(fid.claim) == E1_CLAIMS and list(fid.n_synth.iloc[1:-1]) == [s for s in (125, 250, 500, 1000)
+                                                                            for _ in range(3)]
+    by = fid.set_index(["claim", "n_synth"])
+    for size in (125, 500):  # sizes the paper ran and the table lacks
+        assert (by.xs(size, level="n_synth").verdict == "awaits a run").all()
+    for size, (sims, standard), where in ((250, (1.013, 2.46), "inside"), (1000, (1.204, 6.69), "above")):
+        row = by.xs(size, level="n_synth")
+        assert row.loc["MAD under standard training", "verdict"] == verdicts["standard"]
+        assert row.loc["prevention", "verdict"] == verdicts["prevention"]
+        assert row.loc["mitigation", "verdict"] == verdicts["mitigation"]
+        # each size's own paper values, and where they lie against madloop's CI (standard's: 1.5-2.5)
+        assert f"{standard:g}" in row.loc["MAD under standard training", "paper"]
+        assert f"the paper's {standard:g}: {where} this CI" in row.loc["MAD under standard training", "madloop"]
+        assert f"{sims:g}" in row.loc["prevention", "paper"] and f"{standard:g}" in row.loc["mitigation", "paper"]
+        # the excess ratio beside the raw one, without an interval where the table has none
+        assert f"excess over the floor {2 * sims_ratio[0]:.3g} (no CI)" in row.loc["prevention", "madloop"]
+    assert fid.verdict.iloc[0] == verdicts["first"] and fid.verdict.iloc[-1] == verdicts["growth"]
+    assert "2.46 at 250, 6.69 at 1000" in fid.paper.iloc[-1] and "floor 0.25" in fid.madloop.iloc[0]
     p = dict(runs=8, n_aux=2000, networks={"paper": dict(epochs=100, aux_epochs=50)}, window=(20, 60))
     md = e1.write_fidelity(fid, p, tmp_path)[1].read_text().splitlines()
     rows = [line for line in md if line.startswith("| paper")]
-    assert len(rows) == 4 and all(line.replace("\\|", "").count("|") == 6 for line in rows)  # |S^t| escaped
+    assert len(rows) == len(E1_CLAIMS) and all(line.replace("\\|", "").count("|") == 6 for line in rows)  # escaped
+
+
+@pytest.mark.parametrize("low, high, below, expected", [
+    (-0.3, -0.1, True, "holds"), (0.1, 0.3, True, "does not hold"), (-0.1, 0.1, True, "not shown"),
+    (0.1, 0.3, False, "holds"), (-0.3, -0.1, False, "does not hold"), (np.nan, np.nan, True, "not shown")])
+def test_e1_verdict_holds_only_when_the_ci_lies_wholly_on_the_claims_side(low, high, below, expected):
+    from madloop.studies.sims_gaussian_2d import verdict
+
+    assert verdict(low, high, 0.0, below) == expected
+
+
+def test_e1_excess_ratio_is_of_the_distance_above_the_floor(tmp_path):
+    from madloop.studies import sims_gaussian_2d as e1
+
+    # From the means of a table that holds no runs: floor 0.25, generation 1 0.35, window (t = 2, 3) 0.45.
+    rows = [dict(part="loops", network="paper", kind="standard", n_synth=250, omega=0.0, gen=g, mean=m)
+            for g, m in enumerate((0.25, 0.35, 0.4, 0.5))]
+    table = e1.excess_from_means(pd.DataFrame(rows + [dict(part="versus-standard", gen=2, mean=0.45)]), (2, 3))
+    loops = table[table.part == "loops"]
+    assert loops.excess_ratio.to_numpy() == pytest.approx([2.0] * 4)  # (0.45 - 0.25) / (0.35 - 0.25); raw 1.29
+    assert loops.excess_ratio_low.isna().all() and table[table.part != "loops"].excess_ratio.isna().all()
+    # From each run's values: the ratio of the mean excesses, each run less its own floor, with a paired interval.
+    result = madloop.run(out=tmp_path / "r", loop="augmentation", runs=6, gens=3, n_real=30, n_synth=30, n_eval=40,
+                         n_ref=40, metrics=("w2",))
+    values = result.per_run("w2")
+    r, lo, hi = e1.excess_ratio(result, "w2", (2, 3))
+    expected = (values[[2, 3]].mean(axis=1) - values[0]).mean() / (values[1] - values[0]).mean()
+    assert r == pytest.approx(expected) and lo < r < hi
+    assert np.isnan(e1.excess_ratio(result, "w2", None)).all()
+
+
+def test_e1_fidelity_is_remade_from_the_committed_table(tmp_path):
+    """The committed table holds no per-run values: its excess ratios are point values and the note says why."""
+    from madloop.studies import sims_gaussian_2d as e1
+
+    committed = Path(__file__).parents[1] / "figures" / f"{e1.NAME}.csv"
+    p = {k: v for k, v in e1.STUDY.scales["cpu"].items() if k != "tune"}
+    csv, md = e1.remake(committed, p, tmp_path)
+    fid = pd.read_csv(csv).set_index(["network", "claim", "n_synth"])
+    assert fid.loc[("fitting", "MAD under standard training", 1000), "verdict"] == "holds"  # 1.15 [1.06, 1.24]
+    assert "excess over the floor 2.08 (no CI)" in fid.loc[("fitting", "MAD under standard training", 1000), "madloop"]
+    assert fid.loc[("paper", "prevention", 250), "verdict"] == "not shown"  # 1.21 [0.86, 1.62]
+    assert set(fid.verdict) <= {"holds", "does not hold", "not shown", "awaits a run"}
+    assert "a paired CI needs each run's values" in md.read_text()
 
 
 def test_every_sampler_of_a_draw_starts_from_the_same_noise_and_labels(one_torch_thread):
