@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from madloop.metrics import Evaluation
-from madloop.metrics.sample import knn_radius2
+from madloop.metrics.knn import knn_radius2
 from madloop.registry import METRICS
 
 
@@ -75,7 +75,7 @@ def test_slicing_the_runs_does_not_change_the_values(monkeypatch):
     rng = np.random.default_rng(6)
     ref, samples = rng.standard_normal((50, 3)), rng.standard_normal((7, 60, 3))
     whole = precision_recall(samples, ref)
-    monkeypatch.setattr("madloop.metrics.sample.PAIRS_PER_SLICE", 1)  # one run per slice
+    monkeypatch.setattr("madloop.metrics.knn.PAIRS_PER_SLICE", 1)  # one run per slice
     np.testing.assert_array_equal(precision_recall(samples, ref), whole)
 
 

@@ -3,6 +3,7 @@
 - ``base``: the ``Evaluation`` a metric sees, the ``Metric`` record the registry holds, ``register``.
 - ``sample``: distances between each run's generated samples and the real reference sample (``w2``,
   ``sliced_w2``, ``gauss_w2``, ``mean_err``, ``cov_err``, ``precision``, ``recall``).
+- ``knn``: k-nearest-neighbour manifolds, the helpers behind precision and recall (points and image features).
 - ``image``: images in the feature space of the data set's own classifier (``fid``, ``kid``, ``classes``;
   ``precision`` and ``recall`` embed images there too), and ``madloop.fid`` and friends for scripts.
 - ``model``: quantities of the fitted model itself (``model_trace``, ``model_logdet``) and its closed-form

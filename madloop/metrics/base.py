@@ -47,6 +47,9 @@ class Metric:
     for the real-data floor (generation 0). ``distance``: a distance to p_r, whose MAD ratio
     E[d_t] / E[d_1] means something (not so for a trace or a log-determinant). ``images``: it measures images
     in an image data source's feature network (FID, KID), so a run without such a source is refused before it starts.
+    ``prepare``: ``prepare(data) -> dict``, called with the run's data source once before the run starts (and before
+    its workers), so that what the metric needs is made once (a feature network, trained and cached) and a bad
+    setting fails early; it returns what config.json records about it (``{"features": {"identity": ...}}``).
     """
 
     name: str
@@ -55,6 +58,7 @@ class Metric:
     model: bool = False
     distance: bool = True
     images: bool = False
+    prepare: Callable[[Any], dict[str, Any]] | None = None
 
     def __call__(self, ev: Evaluation) -> np.ndarray | dict[str, np.ndarray]:
         """One value per run of the evaluation (or named arrays of them, see ``batched``)."""
@@ -64,11 +68,11 @@ class Metric:
 
 
 def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, images: bool = False,
-             replace: bool = False):
+             prepare: Callable[[Any], dict[str, Any]] | None = None, replace: bool = False):
     """Register ``fn`` as metric ``name`` (the options are ``Metric``'s); returns ``fn`` unchanged."""
 
     def add(fn: Callable) -> Callable:
-        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance, images))
+        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance, images, prepare))
         return fn
 
     return add

@@ -9,7 +9,7 @@
   ``classes_0`` .. ``classes_{K-1}`` and the effective number of classes exp(entropy) as ``classes``
   (K when every class is equally common, 1 when one class is left: mode collapse shows here).
 
-Precision and recall on images are sample.py's k-NN manifolds on ``feature_points(ev)``.
+Precision and recall on images are knn.py's k-NN manifolds on ``feature_points(ev)`` (metrics registered in sample.py).
 
 - ``fid_inception``: the same FID in the feature space of the standard FID Inception-v3 (madloop.inception),
   read from the weights file that the data source's option ``inception`` names. Its own name, so FIDs of the
@@ -33,7 +33,7 @@ from madloop.gaussian import gaussian_w2, mean_cov
 from madloop.inception import InceptionNet
 from madloop.inception import load as load_inception
 from madloop.metrics.base import NEEDS_IMAGES, Evaluation, register
-from madloop.metrics.sample import KNN_K, PAIRS_PER_SLICE, coverage, knn_radius2
+from madloop.metrics.knn import KNN_K, PAIRS_PER_SLICE, coverage, knn_radius2
 
 
 def frechet_distance(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -118,13 +118,23 @@ def embedded(ev: Evaluation) -> Embedded:
     return ev.shared[key]
 
 
+def feature_notes(data: Any) -> dict[str, Any]:
+    """The prepare hook of the metrics in an image set's feature space: the network is trained here, once, so the
+    workers find it cached, and config.json records which network it is and how well it classifies (SPEC 5: FIDs
+    of different networks are not comparable). Nothing for data that are not images (precision on points)."""
+    if len(getattr(data, "shape", ())) != 3:
+        return {}
+    net = network(data)
+    return {"features": {"identity": net.identity, "accuracy": round(float(net.accuracy), 4), "dim": net.dim}}
+
+
 def feature_points(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
     """Image samples and reference as feature vectors: (runs, n, f) and (m, f), for sample.py's precision/recall."""
     e = embedded(ev)
     return e.samples, e.reference
 
 
-@register("fid", batched=True, images=True)
+@register("fid", batched=True, images=True, prepare=feature_notes)
 def fid_metric(ev: Evaluation) -> np.ndarray:
     """FID in the data source's feature network's space (unbiased covariances), per run."""
     e = embedded(ev)
@@ -139,7 +149,14 @@ def inception_net(data: Any) -> InceptionNet:
     return load_inception(data.inception)
 
 
-@register("fid_inception", batched=True, images=True)
+def inception_notes(data: Any) -> dict[str, Any]:
+    """fid_inception's prepare hook: the weights file is read before the run starts, so a missing or wrong file
+    fails there, and config.json records its identity (a resume refuses a changed file)."""
+    net = inception_net(data)
+    return {"inception": {"identity": net.identity, "sha256": net.sha256, "file": net.path, "dim": net.dim}}
+
+
+@register("fid_inception", batched=True, images=True, prepare=inception_notes)
 def fid_inception_metric(ev: Evaluation) -> np.ndarray:
     """FID in the standard FID Inception-v3's feature space (unbiased covariances), per run."""
     check_images(ev)
@@ -151,14 +168,15 @@ def fid_inception_metric(ev: Evaluation) -> np.ndarray:
     return frechet_distance(samples, reference)
 
 
-@register("kid", batched=True, images=True)
+@register("kid", batched=True, images=True, prepare=feature_notes)
 def kid_metric(ev: Evaluation) -> np.ndarray:
     """KID (unbiased MMD^2, cubic kernel, full sets) in the feature network's space, per run."""
     e = embedded(ev)
     return kernel_distance(e.samples, e.reference)
 
 
-@register("classes", batched=True, distance=False, images=True)  # a histogram: no distance to p_r, no MAD ratio
+# A histogram: no distance to p_r, no MAD ratio.
+@register("classes", batched=True, distance=False, images=True, prepare=feature_notes)
 def classes_metric(ev: Evaluation) -> dict[str, np.ndarray]:
     """The effective number of classes among each run's samples and the share of each class."""
     e = embedded(ev)

@@ -7,12 +7,14 @@ imported by the metrics that use them, so importing madloop does not pay their s
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from madloop.gaussian import gaussian_w2, mean_cov
 from madloop.metrics.base import Evaluation, register
+from madloop.metrics.image import feature_notes, feature_points
+from madloop.metrics.knn import by_slices_of_runs, coverage, knn_radius2
 
 
 def w2_exact(x: np.ndarray, y: np.ndarray) -> float:
@@ -97,64 +99,32 @@ def cov_err(ev: Evaluation) -> np.ndarray:
     return np.linalg.norm(diff, axis=(-2, -1))
 
 
-# Precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union of the balls around its
-# points that reach their k-th nearest neighbour in the same set. Precision = share of generated samples inside
-# the real manifold; recall = share of real points inside the generated one.
-KNN_K = 3
-PAIRS_PER_SLICE = 2**22  # distance-matrix entries held at once (32 MB)
-
-
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between the points of a (..., n, d) and b (..., m, d): (..., n, m)."""
-    d2 = (a**2).sum(-1)[..., :, None] + (b**2).sum(-1)[..., None, :] - 2 * a @ np.swapaxes(b, -1, -2)
-    return np.clip(d2, 0.0, None)
-
-
-def knn_radius2(x: np.ndarray, k: int = KNN_K) -> np.ndarray:
-    """Squared distance from each point of x (..., n, d) to its k-th nearest neighbour in x, itself excluded."""
-    if x.shape[-2] <= k:
-        raise ValueError(f"k-nearest-neighbour manifolds with k={k} need more than {k} points, got {x.shape[-2]}")
-    return np.partition(squared_distances(x, x), k, axis=-1)[..., k]
-
-
-def coverage(queries: np.ndarray, points: np.ndarray, radius2: np.ndarray) -> np.ndarray:
-    """Share of queries (..., q, d) inside the union of the balls around points (..., p, d) of squared radii (..., p)."""
-    return (squared_distances(queries, points) <= radius2[..., None, :]).any(-1).mean(-1)
-
-
-def _by_slices_of_runs(ev: Evaluation, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """fn over slices of the runs' points, sized so that each slice's distance matrices stay small."""
-    x = ev.points
-    step = max(1, PAIRS_PER_SLICE // (x.shape[1] * max(x.shape[1], len(ev.reference))))
-    return np.concatenate([fn(x[i : i + step]) for i in range(0, len(x), step)])
+# Precision and recall (Kynkaanniemi et al. 2019) on knn.py's k-nearest-neighbour manifolds.
 
 
 def in_feature_space(ev: Evaluation) -> Evaluation:
     """Images measured as points: their embeddings by the data source's feature network (SPEC 5); points as they are."""
     if ev.samples is None or ev.samples.ndim != 5:
         return ev
-    from dataclasses import replace
-
-    from madloop.metrics.image import feature_points
-
     samples, reference = feature_points(ev)
     return replace(ev, samples=samples, reference=reference)
 
 
-@register("precision", batched=True, distance=False)  # a share of samples: higher is better, no MAD ratio
+# A share of samples: higher is better, no MAD ratio.
+@register("precision", batched=True, distance=False, prepare=feature_notes)
 def precision(ev: Evaluation) -> np.ndarray:
     """Share of generated samples inside the reference's k-NN manifold (k = 3; its radii are shared by all runs);
     images in the feature space of the data source's feature network."""
     ev = in_feature_space(ev)
     ref = ev.reference_points
     radius2 = knn_radius2(ref)
-    return _by_slices_of_runs(ev, lambda x: coverage(x, ref, radius2))
+    return by_slices_of_runs(ev, lambda x: coverage(x, ref, radius2))
 
 
-@register("recall", batched=True, distance=False)
+@register("recall", batched=True, distance=False, prepare=feature_notes)
 def recall(ev: Evaluation) -> np.ndarray:
     """Share of reference points inside each run's k-NN manifold of its generated samples (k = 3); images in
     feature space, as for precision."""
     ev = in_feature_space(ev)
     ref = ev.reference_points
-    return _by_slices_of_runs(ev, lambda x: coverage(ref, x, knn_radius2(x)))
+    return by_slices_of_runs(ev, lambda x: coverage(ref, x, knn_radius2(x)))

@@ -30,7 +30,7 @@ import pandas as pd
 import madloop
 from madloop import features, grids
 from madloop.metrics.image import frechet_distance, kernel_distance
-from madloop.metrics.sample import coverage, knn_radius2
+from madloop.metrics.knn import coverage, knn_radius2
 from madloop.plots import save
 from madloop.rng import Role, RunRNG
 from madloop.studies import Study, register
