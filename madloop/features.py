@@ -35,14 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from madloop.errors import MadloopError
-from madloop.rng import role_id
+from madloop.rng import Role, role_id
 from madloop.threads import one_thread
 
 if TYPE_CHECKING:
     import torch
 
 SEED = 0  # the feature network's seed: part of its identity, never the run's seed
-ROLE = "features"  # its stream's name (rng.role_id keys the SeedSequence)
 TEST_SHARE = 0.15  # of the feature pool, held out for the test accuracy
 MAPS = (16, 32)  # C1 and C3 feature maps
 POOL = 4  # C3's output is average-pooled to POOL x POOL
@@ -164,7 +163,7 @@ def train(x: np.ndarray, y: np.ndarray, classes: int, seed: int = SEED) -> tuple
     """
     import torch
 
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(role_id(ROLE),)))
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(role_id(Role.FEATURES),)))
     # 1. The split.
     order = rng.permutation(len(x))
     n_test = max(1, round(TEST_SHARE * len(x)))

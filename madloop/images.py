@@ -33,7 +33,7 @@ import numpy as np
 
 from madloop.data import read_npz
 from madloop.registry import DATA
-from madloop.rng import RunRNG, role_id
+from madloop.rng import Role, RunRNG, role_id
 from madloop.samples import Samples
 
 register = DATA.register
@@ -76,7 +76,7 @@ def split_order(name: str, y: np.ndarray | None, n: int) -> np.ndarray:
     A random permutation is re-ordered by q = (rank of the image within its class + 1/2) / class size, so
     the first k entries hold about k * (class size) / n images of every class.
     """
-    perm = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(role_id(f"split/{name}"),))).permutation(n)
+    perm = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(role_id(Role.split(name)),))).permutation(n)
     if y is None:
         return perm
     label = y[perm]

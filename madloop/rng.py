@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from enum import Enum
 from typing import Sequence
 
 import numpy as np
@@ -24,9 +25,10 @@ RUNS_PER_BLOCK = 1000
 SHARED = 0  # block slot of the streams that all runs share (the reference sample, projections)
 
 
-class Role:
+class Role(str, Enum):
     """The names of madloop's streams. A name's text is its key: a misspelt literal would silently make a
-    new stream, and a changed text changes every result drawn from it, so code names roles from here."""
+    new stream, and a changed text changes every result drawn from it, so code names roles from here. A member
+    is its text (a ``str``: it compares, hashes and formats as the text, so its key is the text's)."""
 
     # Per generation t of the loop (rng.Streams.at):
     REAL = "real"  # D_r at t = 0, the fresh real draw R^t at t >= 2
@@ -38,18 +40,42 @@ class Role:
     REFERENCE = "reference"  # the n_ref real points that every run is measured against (shared)
     GRID = "grid"  # the fixed noise and labels of the image grids (drawn at t = 0, reused by every generation)
     CANDIDATES = "candidates"  # curation: the candidates drawn from G^t beyond S^t's own n_synth
-    CURATE = "curate"  # curation: the verifier's accept / reject draws
+    CURATE = "curate"  # curation: the verifier's accept / reject draws (also SIMS's curated S: sims.curated_samples)
     CORRECT = "correct"  # self-correction: the Langevin steps' noise and Metropolis draws
     # Sub-streams of a training stream (RunRNG.child):
     FIT = "fit"  # a model family's fit
     INIT = "init"  # network initialisation
+    GENERATOR = "generator"  # the GAN's generator, under INIT
+    DISCRIMINATOR = "discriminator"  # the GAN's critic, under INIT
     AUX_SAMPLES = "aux-samples"  # SIMS: the internal synthetic set S
     AUX_FIT = "aux-fit"  # SIMS: fine-tuning the auxiliary model on S
+    # Streams of no run (a bare SeedSequence keyed by role_id alone):
+    FEATURES = "features"  # the image metrics' feature network: its initialisation and minibatch order
+    # A study's own stream:
+    STUDY_REAL = "study/real"  # mad-bias: the real points drawn beside run 0's synthetic sets
+
+    __str__ = str.__str__  # the text, as f-strings and child() keys need it (a plain Enum would give 'Role.REAL')
+    __format__ = str.__format__
 
     @staticmethod
     def metric(name: str) -> str:
         """The shared stream of metric ``name`` (its random projections)."""
         return f"metric/{name}"
+
+    @staticmethod
+    def coupling(k: int) -> str:
+        """The initialisation of the flow's coupling layer ``k``, under INIT."""
+        return f"coupling {k}"
+
+    @staticmethod
+    def curation_round(i: int) -> str:
+        """SIMS's curated S (aux_proportions): candidates of round ``i``."""
+        return f"round-{i}"
+
+    @staticmethod
+    def split(name: str) -> str:
+        """The fixed permutation that splits image set ``name`` into its pools (images.split_order)."""
+        return f"split/{name}"
 
 
 def role_id(role: str) -> int:

@@ -333,11 +333,11 @@ def curated_samples(base: Model, source, shares: tuple[float, ...], n: int, rng:
     need = np.ceil(np.asarray(shares) * n)
     parts = []
     for i in range(MAX_ROUNDS):
-        parts.append(base.sample(n, rng.child(f"round-{i}")))
+        parts.append(base.sample(n, rng.child(Role.curation_round(i))))
         candidates = Samples.concat(parts)
         groups = groups_of(source.label(candidates.x), source.classes, len(shares))
         counts = (groups[..., None] == np.arange(len(shares))).sum(1)
         if (counts >= need).all():
-            return candidates.take(curated_index(groups, shares, n, rng.child("curate")))
+            return candidates.take(curated_index(groups, shares, n, rng.child(Role.CURATE)))
     raise MadloopError(f"curation found too few items of some group among {MAX_ROUNDS} x {n} samples of the model "
                        f"(per run and group: {counts.min(0).tolist()}, needed {need.astype(int).tolist()})")

@@ -1,6 +1,9 @@
+import ast
+from pathlib import Path
+
 import numpy as np
 
-from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams
+from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams, generator, role_id
 
 
 def test_chunking_does_not_change_any_run_draws():
@@ -32,12 +35,44 @@ def test_streams_differ_by_seed_generation_role_and_child():
 
 def test_role_names_are_the_stream_keys_results_were_drawn_with():
     # A role's text keys its stream: changing one changes every result drawn from it.
-    names = {k: v for k, v in vars(Role).items() if k.isupper()}
-    assert names == dict(REAL="real", BUDGET="budget", TRAIN="train", SYNTH="synth", EVAL="eval", REFERENCE="reference",
-                         FIT="fit", INIT="init", AUX_SAMPLES="aux-samples", AUX_FIT="aux-fit", GRID="grid",
-                         CANDIDATES="candidates", CURATE="curate", CORRECT="correct")
+    assert {role.name: role.value for role in Role} == dict(
+        REAL="real", BUDGET="budget", TRAIN="train", SYNTH="synth", EVAL="eval", FLOOR="floor", REFERENCE="reference",
+        GRID="grid", CANDIDATES="candidates", CURATE="curate", CORRECT="correct", FIT="fit", INIT="init",
+        GENERATOR="generator", DISCRIMINATOR="discriminator", AUX_SAMPLES="aux-samples", AUX_FIT="aux-fit",
+        FEATURES="features", STUDY_REAL="study/real")
     assert Role.metric("sliced_w2") == "metric/sliced_w2"
+    assert (Role.coupling(2), Role.curation_round(3), Role.split("mnist")) == ("coupling 2", "round-3", "split/mnist")
     assert RunRNG(0, range(0, 1), 1, Role.SYNTH).child(Role.FIT).role == "synth/fit"
+
+
+def test_an_enum_role_keys_the_stream_its_text_did():
+    # Role became an enum (issue 27): each key is the crc32 of the text the results were drawn with, unchanged.
+    assert [role_id(r) for r in (Role.REAL, Role.TRAIN, Role.SYNTH, Role.FEATURES)] == [
+        2525808981, 1550247075, 605303206, 3217087507]
+    assert all(role_id(r) == role_id(r.value) and f"{r}" == str(r) == r.value for r in Role)
+    np.testing.assert_array_equal(RunRNG(7, range(0, 3), 2, Role.TRAIN).child(Role.INIT).child(Role.GENERATOR).random(4),
+                                  RunRNG(7, range(0, 3), 2, "train").child("init").child("generator").random(4))
+    np.testing.assert_array_equal(generator(7, 1, Role.metric("sliced_w2")).random(3),
+                                  generator(7, 1, "metric/sliced_w2").random(3))
+
+
+def test_no_stream_is_named_by_a_free_string():
+    """In madloop's code every role passed to a stream (child, Streams.at, RunRNG, generator, role_id) comes from
+    rng.Role, never a string literal or an f-string written at the call (rng.py itself composes a child's key)."""
+    calls = {"child": 0, "at": 1, "RunRNG": 3, "generator": 2, "role_id": 0}  # the role's position
+    free = []
+    for file in sorted((Path(__file__).resolve().parents[1] / "madloop").rglob("*.py")):
+        if file.name == "rng.py" and file.parent.name == "madloop":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name in calls and len(node.args) > calls[name]:
+                arg = node.args[calls[name]]
+                if isinstance(arg, ast.JoinedStr) or (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                    free.append(f"{file.name}:{node.lineno}")
+    assert not free, f"streams named by a string written at the call (name them in rng.Role): {free}"
 
 
 def test_permutations_are_permutations():

@@ -95,7 +95,7 @@ class Flow:
         init = rng.child(Role.INIT)
         params = []
         for k in range(self.layers):
-            mlp = init_mlp([d] + [self.width] * self.depth + [2 * d], init.child(f"coupling {k}"), self.torch_device)
+            mlp = init_mlp([d] + [self.width] * self.depth + [2 * d], init.child(Role.coupling(k)), self.torch_device)
             params.append((*mlp[:-2], mlp[-2] * 0, mlp[-1] * 0))  # the last layer at zero: the identity
         with one_thread(self.torch_device.type == "cpu"):
             params = self._train(tuple(params), (x - shift) / scale, rng.child(Role.TRAIN))

@@ -86,8 +86,8 @@ class GAN:
         shift, scale = standardisation(x, "GAN")
         init = rng.child(Role.INIT)
         hidden = [self.width] * self.depth
-        generator = init_mlp([self.latent, *hidden, d], init.child("generator"), self.torch_device)
-        critic = init_mlp([d, *hidden, 1], init.child("discriminator"), self.torch_device)
+        generator = init_mlp([self.latent, *hidden, d], init.child(Role.GENERATOR), self.torch_device)
+        critic = init_mlp([d, *hidden, 1], init.child(Role.DISCRIMINATOR), self.torch_device)
         with one_thread(self.torch_device.type == "cpu"):
             generator = self._train(generator, critic, (x - shift) / scale, rng.child(Role.TRAIN))
         return GANModel(self, generator, shift, scale)

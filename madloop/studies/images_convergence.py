@@ -67,7 +67,7 @@ def group_rows(p: Mapping[str, Any], runs: range, work: Path | None = None) -> t
             if runs.start == 0 and draw == 0:
                 pictures.append((kind, images, x[0, : p["grid"]]))
 
-        record("floor", 0, src.sample(p["n_eval"], streams.at(1 + draw, "floor")).x)  # held-out real images
+        record("floor", 0, src.sample(p["n_eval"], streams.at(1 + draw, Role.FLOOR)).x)  # held-out real images
         for images, model in zip(budgets, ladder):  # every budget from the same noise and labels
             record("base", images, model.sample(p["n_eval"], streams.at(1 + draw, Role.EVAL)).x)
         return rows, pictures

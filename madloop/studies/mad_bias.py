@@ -29,7 +29,7 @@ import pandas as pd
 import madloop
 from madloop.config import build_data
 from madloop.registry import MODELS
-from madloop.rng import RunRNG
+from madloop.rng import Role, RunRNG
 from madloop.runner import build
 from madloop.studies import Study, register
 from madloop.plots import loops_by_metric, save
@@ -63,7 +63,7 @@ def snapshots(settings: Mapping[str, Any], lams, gens) -> pd.DataFrame:
         for g in madloop.generations(cfg, build(cfg), range(0, 1)):
             if g.gen in gens:
                 frames.append(pd.DataFrame(g.synth.x[0], columns=["x", "y"]).assign(lam=lam, gen=g.gen))
-    real = build_data(cfg).sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, "study/real")).x[0]
+    real = build_data(cfg).sample(cfg.n_ref, RunRNG(cfg.seed, range(0, 1), 0, Role.STUDY_REAL)).x[0]
     return pd.concat([pd.DataFrame(real, columns=["x", "y"]).assign(lam=np.nan, gen=0), *frames], ignore_index=True)
 
 

@@ -67,7 +67,7 @@ def rows_of(p: Mapping[str, Any], work: Path | None = None) -> pd.DataFrame:
            for kind, shares in (("shift", TARGET[::-1]), ("sims", None))}
 
     def one_draw(draw: int) -> list[dict]:
-        samplers = [("floor", 0.0, lambda r: source.sample(p["n_eval"], streams.at(1 + draw, "floor"))),
+        samplers = [("floor", 0.0, lambda r: source.sample(p["n_eval"], streams.at(1 + draw, Role.FLOOR))),
                     ("base", 0.0, lambda r: base.sample(p["n_eval"], r))]
         samplers += [(kind, w, lambda r, m=model, w=w: spec.guided(base, m, w).sample(p["n_eval"], r))
                      for kind, model in aux.items() for w in p["omegas"]]
