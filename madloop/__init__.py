@@ -72,9 +72,10 @@ def compare(a, *args, **kwargs):
     return compare_runs(a, *args, **kwargs)
 
 
-def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_progress=None):
+def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_progress=None, gens: int | None = None):
     """Continue an interrupted run directory (a Result) or sweep folder (a SweepResult) from its last
-    checkpoints; the tables end as if never stopped. What `madloop resume` does."""
+    checkpoints; the tables end as if never stopped. What `madloop resume` does. ``gens``: run a run directory
+    on to that many generations, with the table of a run of ``gens`` generations from the start."""
     from madloop import store
     from madloop.runner import resume as resume_run
     from madloop.sweep import SWEEP, resume_sweep
@@ -82,13 +83,15 @@ def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_pr
     from madloop.evaluate import is_evaluation, resume as resume_evaluation
 
     path = Path(path)
+    if gens is not None and ((path / SWEEP).is_file() or (store.is_run_dir(path) and is_evaluation(path))):
+        raise MadloopError(f"gens runs a loop's run directory on to more generations; {path} is a sweep or an evaluation")
     if (path / SWEEP).is_file():
         return resume_sweep(path, jobs=jobs, checkpoint_s=checkpoint_s)
     if not store.is_run_dir(path):
         raise MadloopError(f"{path} is not a madloop run or sweep directory")
     if is_evaluation(path):
         return resume_evaluation(path, jobs=jobs)
-    return resume_run(path, jobs=jobs, on_progress=on_progress, checkpoint_s=checkpoint_s)
+    return resume_run(path, jobs=jobs, on_progress=on_progress, checkpoint_s=checkpoint_s, gens=gens)
 
 
 def presets() -> dict[str, dict]:

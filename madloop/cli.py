@@ -390,11 +390,14 @@ def resume(
     scheduler: Optional[str] = SCHEDULER,
     checkpoint_s: float = CHECKPOINT_S,
     window: Optional[int] = WINDOW,
+    gens: Optional[int] = typer.Option(None, metavar="INTEGER", help="run a run directory on to this many generations "
+                                       "(finished or not); its table ends as a run of that many from the start would"),
 ):
     """Continue an interrupted run (or sweep) from its last checkpoints; the table ends as if never stopped."""
     import madloop
     from madloop import store
     from madloop.evaluate import Evaluation
+    from madloop.results import Result
     from madloop.sweep import SWEEP, SweepResult
 
     start = time.perf_counter()
@@ -404,6 +407,9 @@ def resume(
         warnings.simplefilter("ignore")  # "not finished (madloop resume completes it)": that is what this does
         opened = madloop.load(run_dir)
     configs = [r.config for r in opened.results] if isinstance(opened, SweepResult) else [opened.config]
+    if gens is not None and not isinstance(opened, Result):
+        raise MadloopError(f"--gens runs a loop's run directory on to more generations; {run_dir} is a "
+                           f"{'sweep' if isinstance(opened, SweepResult) else 'evaluation'}")
     workers, _ = parse_jobs(jobs, configs)
     if isinstance(opened, Evaluation):
         with _working(backend, scheduler, workers):
@@ -416,8 +422,9 @@ def resume(
             result.summary().to_csv(run_dir / "summary.csv", index=False)
             typer.echo(f"{len(result.points)} runs in {run_dir}; summary: {run_dir / 'summary.csv'}")
             return
-        result = _with_progress(opened.config, progress, lambda update: madloop.resume(
-            run_dir, jobs=workers, on_progress=update, checkpoint_s=checkpoint_s))
+        shown = opened.config if gens is None else dataclasses.replace(opened.config, gens=max(gens, 1))
+        result = _with_progress(shown, progress, lambda update: madloop.resume(
+            run_dir, jobs=workers, on_progress=update, checkpoint_s=checkpoint_s, gens=gens))
     _report(result, plot, window, start)
 
 

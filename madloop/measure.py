@@ -96,6 +96,7 @@ class Tally:
 
     first: dict[str, np.ndarray] = field(default_factory=dict)  # generation 1: the MAD ratio's denominators
     late: dict[str, np.ndarray] = field(default_factory=dict)  # running means over t >= CONVERGENCE_START
+    window: int | None = None  # the number of generations those means divide by (the run's, when it started)
 
 
 class Measure:
@@ -108,6 +109,11 @@ class Measure:
         self.run_ids = np.arange(runs.start, runs.stop)
         self.stored = self.run_ids < cfg.store_runs
         self.n_late = cfg.eval_count(CONVERGENCE_START)
+        # A run extended to more generations (madloop resume --gens) has a longer window than its checkpoint's means.
+        window = getattr(tally, "window", None)  # absent in a checkpoint from before it was recorded
+        if window not in (None, self.n_late):
+            tally.late = {name: v * window / self.n_late for name, v in tally.late.items()}
+        tally.window = self.n_late
 
     def generation(self, gen: int, samples: np.ndarray | None, model: Any, train_s: float,
                    cost=None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -9,6 +9,7 @@ of workers. Components travel to the workers as objects
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import math
@@ -29,7 +30,7 @@ from madloop import exact_path, grids, store
 from madloop.config import RunConfig, components, resolve, validate
 from madloop.errors import MadloopError, Stopped
 from madloop.loop import LoopState, generations
-from madloop.measure import Diverged, Measure, Tally
+from madloop.measure import CONVERGENCE_START, Diverged, Measure, Tally
 from madloop.registry import METRICS
 from madloop.results import Result, load
 from madloop.rng import RUNS_PER_BLOCK, Role, RunRNG, Streams
@@ -249,7 +250,8 @@ def _run_chunk(cfg: RunConfig, parts: Parts, runs: range, path: Path, threads: i
         record(g.gen, samples, g.model, train_s, g.cost)
         if pictures:
             pictures.save(g.gen, g.model)
-        if time.perf_counter() - saved >= checkpoint_s and g.gen < cfg.gens:
+        # The last generation's state is always kept: `madloop resume --gens` runs a finished run on from it.
+        if time.perf_counter() - saved >= checkpoint_s or g.gen == cfg.gens:
             ck.state = g.state
             store.write_checkpoint(path, runs.start, ck)
             saved = time.perf_counter()
@@ -302,12 +304,15 @@ def feature_notes(parts: Parts) -> dict[str, Any]:
 
 
 def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int], None] | None = None,
-           checkpoint_s: float = 30.0) -> Result:
-    """Continue an interrupted run from its chunks' last checkpoints; the table ends up as if never stopped."""
+           checkpoint_s: float = 30.0, gens: int | None = None) -> Result:
+    """Continue an interrupted run from its chunks' last checkpoints; the table ends up as if never stopped.
+    ``gens``: run a finished (or interrupted) run on to that many generations (``extend``)."""
     _check_jobs(jobs, checkpoint_s)
     path = Path(path)
     cfg = RunConfig.from_dict(store.read_meta(path)["config"])
     validate(cfg)
+    if gens is not None and gens != cfg.gens:
+        return extend(path, cfg, gens, jobs, on_progress, checkpoint_s)
     if store.is_finished(path) and not os.access(path, os.W_OK):
         return load(path)  # a finished run on a read-only disk: nothing to write, and nothing can be writing it
     with store.locked(path):
@@ -320,6 +325,40 @@ def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int],
             raise MadloopError(f"the Inception weights file {recorded['file']} has changed since {path} started (its "
                                f"FIDs were measured with {recorded['identity']}); put that file back to resume")
         return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "resume")
+
+
+def extend(path: Path, cfg: RunConfig, gens: int, jobs: int, on_progress, checkpoint_s: float) -> Result:
+    """Run a run of T = cfg.gens generations on to ``gens``; the table ends as a run of ``gens`` generations from
+    the start would (keyed streams; tested exactly).
+
+    The finished run turns back into its parts (``store.reopen``), and each chunk continues from its state at
+    generation T (the convergence window's running means are rescaled to the longer window: Measure). A chunk
+    without a kept state (a run finished by an older madloop), or a run whose generation T the longer run would
+    not measure (``every``), runs again from generation 0.
+    """
+    if not isinstance(gens, int) or isinstance(gens, bool) or gens < cfg.gens:
+        raise MadloopError(f"--gens {gens!r}: resume runs {path} on past its {cfg.gens} generations; give a larger "
+                           f"number (fewer generations: start a new run)")
+    longer = dataclasses.replace(cfg, gens=gens)
+    validate(longer)
+    chunks = store.read_meta(path)["chunks"]
+    with store.locked(path):
+        if store.is_finished(path):
+            store.reopen(path, chunks, cfg.gens)
+        for a, _ in chunks:
+            ck = store.read_checkpoint(path, a)
+            if ck is None or (ck.state.gen == cfg.gens and not longer.evaluates(cfg.gens)):
+                store.forget_chunk(path, a)  # no state to go on from, or a generation T the longer run does not measure
+                continue
+            if getattr(ck.tally, "window", None) is None:  # written before checkpoints recorded it: this run's window
+                ck.tally.window = cfg.eval_count(CONVERGENCE_START)
+                store.write_checkpoint(path, a, ck)
+            store.forget_convergence(path, a)
+        store.switch_config(path, longer.to_dict())
+        store.log(path, f"extend: {cfg.gens} -> {gens} generations")
+        parts = build(longer)
+        check_device(parts)
+        return _drive(longer, parts, path, jobs, on_progress, checkpoint_s, "resume")
 
 
 def _check_jobs(jobs: int, checkpoint_s: float) -> None:

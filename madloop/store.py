@@ -9,7 +9,10 @@
     RUN_DIR/parts/               while running: one file per (kind, chunk, generation), written atomically,
                                  each chunk's last checkpoint (state-*.npz) for `madloop resume`, and
                                  each chunk's lock (chunk-*.lock), held by the worker running it
-    RUN_DIR/.madloop             the marker: this folder is a madloop run directory
+    RUN_DIR/states/              once finished: each chunk's loop state at its last generation, from which
+                                 `madloop resume RUN_DIR --gens N` runs it on
+    RUN_DIR/.madloop             the marker: this folder is a madloop run directory, and the digest of the
+                                 config its tables were made from (a hand-edited config.json is refused)
     RUN_DIR/.lock                held by the process writing the directory
 
 A killed run keeps every generation whose part files were written. ``value`` is deterministic;
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -77,7 +81,8 @@ def atomic_write(path: Path, write) -> None:
 
 
 GRIDS = "grids"  # madloop.grids.FOLDER: the sample grids of image loops
-MADLOOP_FILES = (CONFIG, SUMMARY, LOG, PARTS, MARKER, GRIDS, *(k.file for k in KINDS), *FIGURES)
+STATES = "states"
+MADLOOP_FILES = (CONFIG, SUMMARY, LOG, PARTS, MARKER, GRIDS, STATES, *(k.file for k in KINDS), *FIGURES)
 
 
 def refused(path: Path, err: OSError) -> MadloopError:
@@ -145,8 +150,8 @@ def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *
                 target = path / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
             (path / PARTS).mkdir()
-            atomic_write(path / CONFIG, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
-            atomic_write(path / MARKER, lambda tmp: tmp.write_text(json.dumps({"madloop": __version__, "format": FORMAT}) + "\n"))
+            write_meta(path, meta)
+            write_marker(path, [config_digest(config)])
         except OSError as err:
             raise MadloopError(f"cannot write the run directory {path}: {err.strerror or err}") from None
         yield path
@@ -177,6 +182,33 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of a resolved config's JSON: what a run's tables were made from."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> None:
+    atomic_write(Path(path) / CONFIG, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+
+
+def switch_config(path: Path, config: dict[str, Any]) -> None:
+    """Give a run a new config (``madloop resume --gens``): the marker names both configs' digests while
+    config.json changes, so that a crash between the writes leaves a run that one of them describes."""
+    meta = read_meta(path)
+    write_marker(path, [config_digest(meta["config"]), config_digest(config)])
+    write_meta(path, {**meta, "config": config})
+    write_marker(path, [config_digest(config)])
+
+
+def write_marker(path: Path, digests: list[str]) -> None:
+    """The marker, with the digests of the configs the tables may have been made from: one, or two while
+    ``madloop resume --gens`` switches a run to more generations (a crash between its writes leaves either)."""
+    from madloop import __version__
+
+    marker = {"madloop": __version__, "format": FORMAT, "config_sha256": digests}
+    atomic_write(Path(path) / MARKER, lambda tmp: tmp.write_text(json.dumps(marker) + "\n"))
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not is_run_dir(path):
@@ -191,7 +223,23 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise MadloopError(f"{path / CONFIG} is not a madloop run config")
     if meta.get("format", 0) > FORMAT:
         raise MadloopError(f"{path} was written by a newer madloop (format {meta['format']}); upgrade madloop to read it")
+    recorded = _recorded_digests(path)
+    if recorded and config_digest(meta["config"]) not in recorded:
+        raise MadloopError(f"{path / CONFIG} was edited after the run was made: its config is not the one its tables "
+                           f"were made from (the digest in {path / MARKER}); put the original back, or start a run with "
+                           f"the settings you want (more generations: madloop resume {path} --gens N)")
     return meta
+
+
+def _recorded_digests(path: Path) -> list[str]:
+    """The config digests the marker records; none for a run written before madloop recorded them."""
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as err:
+        raise MadloopError(f"{path / MARKER} is corrupted ({err}); it marks {path} as a run directory") from None
+    return list(marker.get("config_sha256", [])) if isinstance(marker, dict) else []
 
 
 def append(path: Path, kind: Kind, chunk: int, gen: int, rows: pd.DataFrame) -> None:
@@ -225,8 +273,31 @@ def finish(path: Path, tables: Sequence[pd.DataFrame], summary: pd.DataFrame) ->
     path = Path(path)
     for kind, table in zip(KINDS, tables, strict=True):
         atomic_write(path / kind.file, lambda tmp: table.to_parquet(tmp, index=False))
+    # The chunks' last states stay, so that `madloop resume --gens` can run the loop on from them.
+    (path / STATES).mkdir(exist_ok=True)
+    for f in (path / PARTS).glob("state-*.npz"):
+        os.replace(f, path / STATES / f.name)
     shutil.rmtree(path / PARTS, ignore_errors=True)
     atomic_write(path / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
+
+
+def reopen(path: Path, chunks: Sequence[tuple[int, int]], gens: int) -> None:
+    """Turn a finished run of ``gens`` generations back into the part files it was made of (``finish`` undone),
+    its chunks' last states back into checkpoints; the convergence sums, which close a chunk, are dropped.
+    Until the consolidated files are removed, at the end, the finished run is what readers see."""
+    path = Path(path)
+    rows, moments = read_table(path, ROWS), read_table(path, MOMENTS)
+    (path / PARTS).mkdir(exist_ok=True)
+    for a, b in chunks:
+        mine = rows[(rows.run >= a) & (rows.run < b)]
+        for gen in range(gens + 1):  # every generation has its parts, empty where nothing was measured or stored
+            append(path, ROWS, a, gen, mine[mine.gen == gen])
+            append(path, MOMENTS, a, gen, moments[(moments.chunk == a) & (moments.gen == gen)])
+    for f in (path / STATES).glob("state-*.npz"):
+        shutil.copyfile(f, path / PARTS / f.name)
+    for name in (SUMMARY, STATES, *(k.file for k in KINDS), *FIGURES):
+        target = path / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def gaps(meta: dict[str, Any], moments: pd.DataFrame, rows: pd.DataFrame) -> str | None:
@@ -289,6 +360,11 @@ def read_checkpoint(path: Path, chunk: int) -> Any:
 def forget_chunk(path: Path, chunk: int) -> None:
     """Drop a chunk's checkpoint and end marker, so that it runs again from generation 0."""
     checkpoint_file(path, chunk).unlink(missing_ok=True)
+    forget_convergence(path, chunk)
+
+
+def forget_convergence(path: Path, chunk: int) -> None:
+    """Drop a chunk's end marker (its convergence sums), so that it runs on from its checkpoint."""
     for f in (Path(path) / PARTS).glob(f"{CONVERGENCE.prefix}-r{chunk:08d}-*.parquet"):
         f.unlink()
 

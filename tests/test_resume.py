@@ -181,3 +181,78 @@ def test_resume_of_an_unfinished_run_prints_no_warning_that_it_is_unfinished(tmp
     assert exit_.value.code == 0 and "not finished" not in err, err
     assert not [w for w in caught if "not finished" in str(w.message)]
     assert store.is_finished(tmp_path / "crashed")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# madloop resume --gens: a run goes on to more generations, its table that of the longer run from the start.
+
+LONGER = dict(loop="fresh", accumulate=True, budget=40)  # a loop whose state carries over generations
+
+
+@pytest.mark.parametrize("settings, short, long", [
+    (LONGER, 4, 7),
+    ({**LONGER, "every": 2}, 4, 7),  # generation 4 is not measured by the 7-generation run: it starts again
+    ({"loop": "augmentation"}, 22, 26),  # across the convergence window (t >= 20): its means over more generations
+])
+def test_resume_gens_gives_the_table_of_a_run_of_that_many_generations(tmp_path, tiny, settings, short, long):
+    settings = {**tiny, **settings}
+    whole = madloop.run(out=tmp_path / "whole", **{**settings, "gens": long})
+    madloop.run(out=tmp_path / "short", **{**settings, "gens": short})
+    extended = madloop.resume(tmp_path / "short", gens=long)
+    assert extended.config == whole.config and extended.incomplete is None
+    pd.testing.assert_frame_equal(extended.table[VALUES], whole.table[VALUES])
+    pd.testing.assert_frame_equal(extended.summary(), whole.summary())
+    pd.testing.assert_frame_equal(madloop.load(tmp_path / "short").moments, whole.moments)
+    pd.testing.assert_frame_equal(extended.convergence, whole.convergence, rtol=1e-12)  # sums rescaled, not redone
+    assert extended.headline().equals(whole.headline())
+
+
+def test_resume_gens_goes_on_from_an_interrupted_run_too(tmp_path, tiny):
+    madloop.MODELS.register("crashing", replace=True)(Crashing)
+    settings = {**tiny, **LONGER, "model": "crashing"}
+    whole = madloop.run(out=tmp_path / "whole", **{**settings, "gens": 9})
+    Crashing.crash_at = 3
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            madloop.execute(madloop.resolve({**settings, "gens": 6}), out=tmp_path / "crashed", checkpoint_s=0)
+    finally:
+        Crashing.crash_at = None
+    pd.testing.assert_frame_equal(madloop.resume(tmp_path / "crashed", gens=9).table[VALUES], whole.table[VALUES])
+
+
+def test_a_hand_edited_config_is_refused_and_resume_gens_is_the_way_to_more_generations(tmp_path, tiny, monkeypatch, capsys):
+    import json
+
+    madloop.run(out=tmp_path / "r", **tiny)
+    config = tmp_path / "r" / "config.json"
+    original = config.read_text()
+    for key, value in (("seed", 99), ("gens", 10), ("metrics", ["w2", "mean_err", "cov_err"])):
+        meta = json.loads(original)
+        meta["config"][key] = value
+        config.write_text(json.dumps(meta))
+        with pytest.raises(madloop.MadloopError, match="config.json was edited after the run was made"):
+            madloop.load(tmp_path / "r")
+        for args in (["resume", str(tmp_path / "r")], ["plot", str(tmp_path / "r"), "--out", str(tmp_path / "f")]):
+            monkeypatch.setattr(sys, "argv", ["madloop", *args])
+            with pytest.raises(SystemExit) as exit_:
+                main()
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+            assert f"madloop resume {tmp_path / 'r'} --gens N" in err
+    config.write_text(original)
+    monkeypatch.setattr(sys, "argv", ["madloop", "resume", str(tmp_path / "r"), "--gens", "6", "--no-progress", "--no-plot"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0 and madloop.load(tmp_path / "r").config.gens == 6
+    with pytest.raises(madloop.MadloopError, match="resume runs .* on past its 6 generations"):
+        madloop.resume(tmp_path / "r", gens=3)
+
+
+def test_a_run_directory_without_a_config_digest_stays_readable(tmp_path, tiny):
+    """Runs written before the marker held a digest (a marker with only madloop and format) load and resume."""
+    import json
+
+    run = madloop.run(out=tmp_path / "old", **tiny)
+    (tmp_path / "old" / store.MARKER).write_text(json.dumps({"madloop": "0.1.0", "format": 1}) + "\n")
+    pd.testing.assert_frame_equal(madloop.load(tmp_path / "old").table, run.table)
+    assert madloop.resume(tmp_path / "old", gens=6).config.gens == 6
