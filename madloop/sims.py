@@ -29,7 +29,7 @@ import numpy as np
 
 from madloop.algorithms import guide
 from madloop.errors import MadloopError
-from madloop.models.base import Model, ModelSpec
+from madloop.models.base import Model, ModelSpec, can
 from madloop.registry import ALGOS
 from madloop.rng import Role, RunRNG
 from madloop.samples import Samples
@@ -73,9 +73,10 @@ def check_guidance(omega: float, interval: tuple[float, float], n_aux: int | Non
 
 
 def check_family(algo: str, spec: ModelSpec, needs: tuple[str, ...]) -> None:
-    if not all(hasattr(spec, cap) for cap in needs):
-        raise ValueError(f"{algo} needs a model family that can fine-tune and guide (ddpm, edm, unet), "
-                         f"got {type(spec).__name__}")
+    missing = [cap for cap in needs if not can(spec, cap)]
+    if missing:
+        raise ValueError(f"{algo} needs a model family that declares {' and '.join(needs)} (ddpm, edm and unet "
+                         f"fine-tune and guide); {type(spec).__name__} has no {missing[0]}")
 
 
 def fit_base(spec: ModelSpec, data: Samples, rng: RunRNG, previous: Model | None, warm_start: bool) -> Model:
@@ -111,7 +112,7 @@ class SIMS:
     omega = 0 samples exactly as the base model; omega = -1 as the auxiliary model alone.
     """
 
-    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit")
+    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided")  # capabilities of the model family (models.base)
     sampling: ClassVar[tuple[str, ...]] = ("omega", "interval")  # options of the combination, not of the auxiliary
     loop_context: ClassVar[bool] = True  # the loop passes D_r (the real-data control) and the data source (curation)
 
@@ -142,9 +143,9 @@ class SIMS:
         """Before a run starts (``built``: its components by kind): the budget converts to the family's unit,
         the real-data control has n_aux real items to fine-tune on, and curation has classes to curate by."""
         spec = built["model"]
-        if self.omega != 0 and hasattr(spec, "budget_unit"):
+        if self.omega != 0 and can(spec, "finetune"):
             aux_budget(spec, self.n_aux, self.aux_epochs, self.aux_images)
-        if self.aux_decoder_only and not getattr(spec, "encoder_decoder", False):
+        if self.aux_decoder_only and not can(spec, "decoder_only"):
             raise MadloopError(f"aux_decoder_only fine-tunes the decoder half of a U-Net; model '{cfg.model}' has none "
                                "(use unet)")
         if self.aux_proportions is not None:
@@ -200,7 +201,7 @@ class Autoguidance:
     omega, interval and warm_start as for sims.
     """
 
-    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "budget_unit", "width_option")
+    needs: ClassVar[tuple[str, ...]] = ("finetune", "guided", "width")
     sampling: ClassVar[tuple[str, ...]] = ("omega", "interval")
 
     omega: float = 1.0
@@ -241,7 +242,7 @@ class Autoguidance:
     def check_run(self, cfg, built) -> None:
         """Before a run starts: the bad model's spec is a valid one (e.g. its budget holds a minibatch)."""
         spec = built["model"]
-        if self.omega != 0 and hasattr(spec, "budget_unit"):
+        if self.omega != 0 and can(spec, "finetune"):
             try:
                 self.aux_spec(spec, cfg.n_real)
             except ValueError as e:
@@ -269,7 +270,7 @@ class Continued:
     the training set), with a fresh optimiser, warm-up and EMA as SIMS's fine-tune has. If SIMS only gains by
     spending B more images of training, this gains as much, with no guidance at all."""
 
-    needs: ClassVar[tuple[str, ...]] = ("finetune", "budget_unit")
+    needs: ClassVar[tuple[str, ...]] = ("finetune",)
     sampling: ClassVar[tuple[str, ...]] = ()
 
     aux_epochs: int = 50

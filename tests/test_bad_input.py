@@ -26,7 +26,7 @@ BAD = [
     (["--loop", "fully-synthetic"], "unknown loop 'fully-synthetic' (did you mean 'fully_synthetic'?); choose from:"),
     (["--model", "vae"], "unknown model 'vae'; choose from:"),
     (["--data", "imagenet"], "unknown data source 'imagenet' (did you mean 'images'?); choose from:"),
-    (["--algo", "sims", "--model", "gmm"], "algorithm 'sims' needs a model family with finetune and guided and budget_unit; 'gmm' has no finetune"),
+    (["--algo", "sims", "--model", "gmm"], "algorithm 'sims' needs a model family with finetune and guided; 'gmm' has no finetune"),
     (["--algo", "sims", "--aux-data", "real", "--n-aux", "2000", "--n-real", "100"], "sims with aux_data=real fine-tunes on n_aux real items: n_aux (2000) must be <= n_real (100)"),
     (["--algo", "sims", "--aux-images", "1000"], "the ddpm family counts its budget in epochs over the n_aux = 2000 items: aux_images (1000) must be a multiple of n_aux"),
     (["--algo", "autoguidance", "--data", "digits", "--aux-images", "8"], "autoguidance's bad model: unet needs images >= batch (at least one Adam step), got images=8"),

@@ -68,7 +68,7 @@ def test_choosing_sims_implies_the_diffusion_model_at_a_laptop_size():
 
 
 def test_an_algorithm_refuses_a_model_family_that_lacks_what_it_needs():
-    with pytest.raises(madloop.MadloopError, match="algorithm 'sims' needs a model family with finetune and guided and budget_unit; 'gaussian' has no finetune"):
+    with pytest.raises(madloop.MadloopError, match="algorithm 'sims' needs a model family with finetune and guided; 'gaussian' has no finetune"):
         resolve(dict(algo="sims", model="gaussian"))
 
 

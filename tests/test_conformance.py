@@ -4,6 +4,8 @@ Each check runs on every name in ``MODELS``: a new family gets them by registeri
 options for families whose defaults take long to train; ``KNOWN_GAPS`` the checks a family does not pass yet.
 """
 
+import dataclasses
+import inspect
 import pickle
 
 import numpy as np
@@ -12,6 +14,7 @@ from joblib import Parallel, delayed
 
 import madloop  # noqa: F401  (registers the built-in families)
 from madloop.errors import MadloopError
+from madloop.models.base import CAPABILITIES
 from madloop.registry import MODELS
 from madloop.rng import RunRNG
 from madloop.samples import Samples
@@ -140,3 +143,28 @@ def test_sample_rejects_a_bias_outside_0_1_and_a_stream_of_other_runs(name, fitt
             fitted[name].sample(5, rng("synth"), lam)
     with pytest.raises(MadloopError, match="runs"):  # a one-run stream would broadcast one run's draws to all
         fitted[name].sample(5, rng("synth", range(1)))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_family_provides_the_capabilities_it_declares(name, fitted):
+    """What the algorithms and remedies ask of a family (models.base.can) is what it declares, and it holds."""
+    s, model, caps = spec(name), fitted[name], MODELS[name].capabilities
+    assert set(caps) <= set(CAPABILITIES), f"{name} declares unknown capabilities {set(caps) - set(CAPABILITIES)}"
+    options = {f.name for f in dataclasses.fields(s)}
+    assert ("finetune" in caps) == callable(getattr(s, "finetune", None))
+    assert ("guided" in caps) == callable(getattr(s, "guided", None))
+    if "finetune" in caps:
+        assert s.budget_unit in options
+        tuned = s.finetune(model, data(name), rng("tune"), 1 if s.budget_unit == "epochs" else s.batch)
+        assert tuned.sample(5, rng("synth")).x.shape == (R, 5, *item_shape(name))
+    if "guided" in caps:
+        assert s.guided(model, model, 0.5).sample(5, rng("synth")).x.shape == (R, 5, *item_shape(name))
+    if "width" in caps:
+        assert s.width_option in options
+    assert ("decoder_only" in caps) == ("decoder_only" in inspect.signature(getattr(s, "finetune", len)).parameters)
+    if "density" in caps:
+        assert model.log_prob(data(name).x, 1.0).shape == (R, N)
+    if "weighted" in caps:  # unequal weights: a weighted objective
+        x = data(name).x
+        weighted = Samples.concat([Samples(x[:, : N // 2]).weighted(0.3), Samples(x[:, N // 2 :]).weighted(0.7)])
+        assert s.fit(weighted, rng("fit")).sample(5, rng("synth")).x.shape == (R, 5, *item_shape(name))

@@ -16,7 +16,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from madloop import exact_path, remedies
 from madloop.config.presets import PRESETS, implied
@@ -24,6 +24,7 @@ from madloop.config.schema import CORE_FIELDS, OPTION_TABLES, RunConfig, freeze,
 from madloop.errors import MadloopError
 from madloop.loop import LOOPS
 from madloop.metrics.base import NEEDS_IMAGES
+from madloop.models.base import can
 from madloop.registry import ALGOS, DATA, METRICS, MODELS
 
 COMPONENTS = {"data": DATA, "model": MODELS, "algo": ALGOS}
@@ -192,8 +193,8 @@ def type_name(hint: Any, plural: bool = False) -> str:
     return WORDS[hint][plural] if hint in WORDS else getattr(hint, "__name__", str(hint))
 
 
-def _able(registry, capability: str) -> str:
-    return ", ".join(n for n in registry.names() if getattr(registry[n], capability, False)) or "none"
+def _able(registry, holds: Callable[[Any], bool]) -> str:
+    return ", ".join(n for n in registry.names() if holds(registry[n])) or "none"
 
 
 def _check_remedies(cfg: RunConfig, built: Mapping[str, Any]) -> None:
@@ -204,9 +205,9 @@ def _check_remedies(cfg: RunConfig, built: Mapping[str, Any]) -> None:
         if cfg.loop == "fully_synthetic":
             raise MadloopError("real_weight weighs real against synthetic data, but the fully synthetic loop trains on "
                                "synthetic data alone: use loop augmentation or fresh")
-        if not getattr(MODELS[cfg.model], "weighted", False):
+        if not can(MODELS[cfg.model], "weighted"):
             raise MadloopError(f"real_weight needs a model family whose fit takes sample weights; '{cfg.model}' does not "
-                               f"(use one of: {_able(MODELS, 'weighted')})")
+                               f"(use one of: {_able(MODELS, lambda m: can(m, 'weighted'))})")
     if cfg.curate is None:
         if cfg.curate_strength is not None:
             raise MadloopError("curate_strength sets the strength of curation: it needs curate (oracle or quantile)")
@@ -217,18 +218,19 @@ def _check_remedies(cfg: RunConfig, built: Mapping[str, Any]) -> None:
         if cfg.curate_strength is None or not low <= cfg.curate_strength <= high:
             raise MadloopError(f"curate_strength of {cfg.curate} curation must be in [{low:g}, {high:g}], "
                                f"got {cfg.curate_strength!r}")
-        if cfg.curate == "oracle" and not getattr(MODELS[cfg.model], "density", False):
+        if cfg.curate == "oracle" and not can(MODELS[cfg.model], "density"):
             raise MadloopError(f"oracle curation needs the density of the model's samples; the '{cfg.model}' family has "
-                               f"none (use one of: {_able(MODELS, 'density')}, or curate quantile)")
+                               f"none (use one of: {_able(MODELS, lambda m: can(m, 'density'))}, or curate quantile)")
         if not hasattr(built["data"], "log_prob"):
             raise MadloopError(f"{cfg.curate} curation needs the density of p_r; data source '{cfg.data}' does not know "
-                               f"it (use one of: {_able(DATA, 'log_prob')})")
+                               f"it (use one of: {_able(DATA, lambda d: hasattr(d, 'log_prob'))})")
     if cfg.correct is not None:
         if cfg.correct < 0:
             raise MadloopError(f"correct (the strength of self-correction) must be >= 0, got {cfg.correct!r}")
         if not hasattr(built["data"], "score"):
+            able = _able(DATA, lambda d: hasattr(d, "score"))
             raise MadloopError(f"correct takes Langevin steps on log p_r, which needs its gradient; data source "
-                               f"'{cfg.data}' does not know it (use one of: {_able(DATA, 'score')})")
+                               f"'{cfg.data}' does not know it (use one of: {able})")
     if cfg.correct_steps < 1:
         raise MadloopError(f"correct_steps must be a positive integer, got {cfg.correct_steps!r}")
 
@@ -244,9 +246,9 @@ def _check(cfg: RunConfig, built: Mapping[str, Any]) -> None:
     if any(getattr(METRICS[name], "images", False) for name in cfg.metrics) and not hasattr(built["data"], "feature_set"):
         raise MadloopError(NEEDS_IMAGES)
     needs = getattr(ALGOS[cfg.algo], "needs", ())
-    missing = [cap for cap in needs if not hasattr(MODELS[cfg.model], cap)]
+    missing = [cap for cap in needs if not can(MODELS[cfg.model], cap)]
     if missing:
-        able = [m for m in MODELS.names() if all(hasattr(MODELS[m], c) for c in needs)]
+        able = [m for m in MODELS.names() if all(can(MODELS[m], c) for c in needs)]
         raise MadloopError(f"algorithm '{cfg.algo}' needs a model family with {' and '.join(missing)}; "
                            f"'{cfg.model}' has no {missing[0]} (use one of: {', '.join(able)})")
     for kind in ("model", "algo"):  # what a model or an algorithm needs of the rest of the run (enough real data, labels)

@@ -4,15 +4,10 @@ A model *spec* holds hyperparameters and fits; a fitted *model* is a value that 
 chunk of Monte-Carlo runs at once: a spec fits one model per run, in one vectorised pass where the
 family allows it.
 
-Optional capabilities, used when present:
-- ``model.moments() -> (mean (runs, d), cov (runs, d, d))``: enables the model-moment metrics.
-- ``spec.finetune(model, data, rng, budget) -> model``: a trained copy, the original unchanged (SIMS), with
-  ``spec.budget_unit`` naming the option that counts a fit's budget ("epochs" or "images") and
-  ``spec.width_option`` the option that sets the network's width (autoguidance's narrower model).
-- ``spec.guided(base, aux, omega) -> model``: samples with (1 + omega) s_base - omega s_aux (SIMS).
-- ``spec.weighted = True``: ``fit`` reads per-sample weights ``Samples.w`` (real-data weighting, ``real_weight``).
-- ``spec.density = True``: fitted models give ``model.log_prob(x, lam) -> (runs, n)``, the log density of
-  the distribution they sample with bias lam (oracle curation).
+A family declares what else it can do in ``capabilities``, a ClassVar frozenset of ``CAPABILITIES``' names
+(``can(spec, name)`` asks; the algorithms' ``needs`` and the remedies' checks read it, and the conformance test
+holds each family to what it declares). A fitted model that states its distribution gives
+``model.moments() -> (mean (runs, d), cov (runs, d, d))``, which enables the model-moment metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +21,25 @@ import numpy as np
 from madloop.errors import MadloopError
 from madloop.rng import RunRNG
 from madloop.samples import Samples
+
+
+CAPABILITIES = {
+    "finetune": "spec.finetune(model, data, rng, budget) -> a trained copy, the original unchanged (SIMS); "
+                "spec.budget_unit names the option that counts a fit's budget ('epochs' or 'images')",
+    "guided": "spec.guided(base, aux, omega, interval) -> a model sampling with (1 + omega) s_base - omega s_aux",
+    "width": "spec.width_option names the option that sets the network's width (autoguidance's narrower model)",
+    "decoder_only": "spec.finetune(..., decoder_only=True) fine-tunes the decoder half only (SIMS's shared encoder)",
+    "weighted": "fit reads per-sample weights Samples.w (real-data weighting, real_weight)",
+    "density": "fitted models give model.log_prob(x, lam) -> (runs, n), the log density of what they sample with "
+               "bias lam (oracle curation)",
+}
+
+
+def can(spec, capability: str) -> bool:
+    """Whether a model family (its spec, or the spec's class) declares ``capability``."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"no capability {capability!r}; the capabilities are {', '.join(CAPABILITIES)}")
+    return capability in getattr(spec, "capabilities", frozenset())
 
 
 def check_points(family: str, data: Samples, rng: RunRNG) -> None:

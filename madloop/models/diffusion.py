@@ -210,7 +210,8 @@ class Diffusion:
 
     budget_unit: ClassVar[str] = "epochs"  # a fit's budget (madloop.sims)
     width_option: ClassVar[str] = "width"
-    weighted: ClassVar[bool] = True  # fit and finetune read per-sample weights (Samples.w): a weighted mean loss
+    # fit and finetune read per-sample weights (Samples.w): a weighted mean loss.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"finetune", "guided", "width", "weighted"})
 
     width: int = 64
     depth: int = 4

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class Flow:
     lr: float = 1e-3
     device: str = "cpu"
     min_points = 2  # the fewest training points per run with a standard deviation
-    density = True  # fitted models give log_prob
+    capabilities: ClassVar[frozenset[str]] = frozenset({"density"})  # fitted models give log_prob
 
     def __post_init__(self):
         check_training_options(self, ("layers", "width", "depth", "epochs", "batch"))

@@ -17,6 +17,7 @@ thread count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -68,6 +69,7 @@ class GAN:
     lr: float = 2e-4  # on E1's Gaussian (1000 points) 1e-3 oscillated: W2 1.5-2.5x the floor against 1.2-1.6x
     device: str = "cpu"
     min_points = 2  # the fewest training points per run with a standard deviation
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # no density, no weights, no fine-tuning
 
     def __post_init__(self):
         check_training_options(self, ("latent", "width", "depth", "epochs", "batch"))

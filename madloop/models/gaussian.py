@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,8 +45,8 @@ class Gaussian:
 
     unbiased: bool = False
     min_points = 2  # the fewest training points per run whose covariance is not zero
-    weighted = True  # fits read per-sample weights (Samples.w): weighted mean and covariance
-    density = True  # fitted models give log_prob
+    # Fits read per-sample weights (Samples.w): weighted mean and covariance; fitted models give log_prob.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"weighted", "density"})
 
     def fit(self, data: Samples, rng: RunRNG) -> GaussianModel:
         check_points("gaussian", data, rng)

@@ -29,6 +29,7 @@ Inside, a run's points are the columns of an array xt (runs, d, n) and per-point
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
@@ -217,8 +218,8 @@ class GMM:
     iters: int = 100
     tol: float = 1e-3
     reg: float = 1e-6
-    weighted = True  # fits read per-sample weights (Samples.w): weighted EM
-    density = True  # fitted models give log_prob
+    # Fits read per-sample weights (Samples.w): weighted EM; fitted models give log_prob.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"weighted", "density"})
 
     def __post_init__(self):
         if self.k < 1 or self.iters < 1 or self.tol < 0:

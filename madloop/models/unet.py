@@ -388,7 +388,7 @@ class UNet:
 
     budget_unit: ClassVar[str] = "images"  # a fit's budget (madloop.sims)
     width_option: ClassVar[str] = "channels"
-    encoder_decoder: ClassVar[bool] = True  # finetune(decoder_only=True): SIMS's shared-encoder auxiliary
+    capabilities: ClassVar[frozenset[str]] = frozenset({"finetune", "guided", "width", "decoder_only"})
     schedule_options: ClassVar[tuple[str, ...]] = ("warmup", "ema")  # in images: they scale with a shorter budget
 
     channels: int = 16

@@ -105,14 +105,14 @@ def absent(remedy: str, loop: str, family: str) -> str | None:
     model = MODELS[FAMILIES[family]["model"]]
     if remedy == "real weight" and loop == "fully_synthetic":
         return "— (no real data to weigh)"
-    if remedy == "real weight" and not getattr(model, "weighted", False):
+    if remedy == "real weight" and not "weighted" in model.capabilities:
         return "n/a: no sample weights"
     if remedy.startswith("curate") or remedy == "correct":
         if family in WITHOUT_P_R:
             return "n/a: no log p_r"
-    if remedy in GUIDED and not hasattr(model, "budget_unit"):
+    if remedy in GUIDED and not "guided" in model.capabilities:
         return "n/a: not a diffusion model"
-    if remedy == "curate oracle" and not getattr(model, "density", False):
+    if remedy == "curate oracle" and not "density" in model.capabilities:
         return "n/a: no density"
     return None
 
