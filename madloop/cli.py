@@ -334,15 +334,16 @@ def _report(result, plot: bool, window: int | None, start: float) -> None:
 
 def headline_text(result, window: int | None) -> str:
     """The headline table, then a line for each empty column saying why it is empty."""
-    from madloop.results import CONVERGENCE_START, MIN_RUNS, is_distance
+    from madloop.results import CONVERGENCE_START, MIN_RUNS, no_ratio
 
     headline = result.headline(window)
     parts = [m for m in headline.metric if m not in result.config.metrics]  # classes_3 ...: in the table, not here
     headline = headline[~headline.metric.isin(parts)]
     lines = [headline.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")]
-    others = [m for m in headline.metric if not is_distance(m)]
-    if others:
-        lines.append(f"{', '.join(others)}: not a distance to p_r, so no MAD or convergence ratio")
+    reasons = {row.metric: no_ratio(row.metric, row.floor, row.first) for row in headline.itertuples()}
+    others = [m for m, why in reasons.items() if why is not None]
+    for why in dict.fromkeys(why for why in reasons.values() if why is not None):
+        lines.append(f"{', '.join(m for m in others if reasons[m] == why)}: {why}, so no MAD or convergence ratio")
     window = window or CONVERGENCE_START
     if result.config.gens < window and len(others) < len(headline):
         lines.append(f"convergence ratio: empty, because it averages generations t >= {window} and this run has "

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from madloop import store
 from madloop.errors import MadloopError
-from madloop.results import Result, is_distance
+from madloop.results import Result, no_ratio
 from madloop.sweep import open_any
 
 METRIC_LABELS = {
@@ -180,17 +180,18 @@ def figure(results: Sequence[Result], labels: Sequence[str] | None = None, metri
         top, bottom = axes[0, i], axes[1, i]
         values = [r.table.value[r.table.metric == metric] for r in results]
         positive = all((v.dropna() >= 0).all() for v in values)  # never below zero: log bands
+        ratio = no_ratio(metric) is None  # a MAD ratio panel only where the ratio means something (not KID)
         for j, (s, label) in enumerate(zip(summaries, labels)):
             color, rows = f"C{j}", s[s.metric == metric]
             curve(top, rows, color, label, positive=positive)
             gens = rows[rows.gen >= 1].sort_values("gen")
-            if is_distance(metric):
+            if ratio:
                 curve(bottom, rows, color, value="mad_ratio", positive=positive)
             elif "median" in gens:
                 bottom.plot(gens.gen, gens["median"], color=color)
                 bottom.fill_between(gens.gen, gens.q05, gens.q95, color=color, alpha=0.15, linewidth=0)
         top.set_title(METRIC_LABELS.get(metric, metric))
-        if is_distance(metric):
+        if ratio:
             bottom.axhline(1.0, color="0.5", linewidth=0.8)
             bottom.set_ylabel("MAD ratio  E[d_t] / E[d_1]" if i == 0 else "MAD ratio")
         else:

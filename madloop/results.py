@@ -2,7 +2,8 @@
 
 MAD ratio r_t = E[d_t] / E[d_1] and the convergence ratio (mean over t in [W, T] of E[d_t], over
 E[d_1], with the window W = 20 unless given) are ratios of means over runs (SPEC section 1). Both ratios are
-reported only for distances to p_r (``is_distance``): a ratio of log-determinants means nothing.
+reported only for distances to p_r that stay above zero (``no_ratio``): a ratio of log-determinants means nothing,
+nor one of KID, whose unbiased estimate falls below zero near its floor.
 
 Intervals, one function each, used by every study: the 95% CI of a mean is Student's t with n - 1 degrees
 of freedom (``mean_ci``); the 95% CI of a ratio of means is a percentile bootstrap over runs
@@ -44,6 +45,23 @@ def is_distance(metric: str) -> bool:
     while metric not in METRICS and "_" in metric:
         metric = metric.rpartition("_")[0]
     return getattr(METRICS[metric], "distance", True) if metric in METRICS else True
+
+
+def no_ratio(metric: str, floor: float = np.nan, first: float = np.nan) -> str | None:
+    """Why ``metric`` has no MAD or convergence ratio (None: it has them): not a distance to p_r (a trace), an
+    estimate that can be zero or negative (KID), or values that reach zero (the real-data floor ``floor`` or
+    E[d_1] ``first``), where a ratio of means near zero can be any number."""
+    base = metric
+    while base not in METRICS and "_" in base:
+        base = base.rpartition("_")[0]
+    if not is_distance(metric):
+        return "not a distance to p_r"
+    if base in METRICS and getattr(METRICS[base], "signed", False):
+        return "an unbiased estimate that can be zero or negative"
+    for name, value in (("real-data floor", floor), ("E[d_1]", first)):
+        if value <= 0:
+            return f"its {name} is {value:.3g}, not above zero"
+    return None
 
 
 def mean_ci(m) -> tuple[float, float, float]:
@@ -256,7 +274,7 @@ class Result:
                        last_gen=int(last), last=by_gen.loc[last, "mean"], mad_ratio=np.nan, mad_ratio_low=np.nan,
                        mad_ratio_high=np.nan, convergence_ratio=np.nan, convergence_ratio_low=np.nan,
                        convergence_ratio_high=np.nan)
-            if is_distance(metric):
+            if no_ratio(metric, row["floor"], row["first"]) is None:
                 row.update({k: by_gen.loc[last, k] for k in ("mad_ratio", "mad_ratio_low", "mad_ratio_high")})
                 row.update(zip(("convergence_ratio", "convergence_ratio_low", "convergence_ratio_high"),
                                self.convergence_ratio(metric, window)))

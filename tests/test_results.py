@@ -84,3 +84,24 @@ def test_without_every_runs_rows_a_ratio_has_no_interval(tmp_path):
                          metrics=("true_w2",), store_runs=5)
     row = result.summary().set_index(["metric", "gen"]).loc[("true_w2", 2)]
     assert np.isfinite(row.mad_ratio) and np.isnan(row.mad_ratio_low) and np.isnan(row.mad_ratio_high)
+
+
+def test_no_mad_ratio_for_a_quantity_that_can_be_zero_or_negative(tmp_path, tiny):
+    """KID's unbiased estimate falls below zero near its floor: a ratio of its means (0.06, '94% better') says
+    nothing; nor does one of any metric whose floor or first generation is not above zero. The headline says why."""
+    import madloop
+    from madloop.cli import headline_text
+    from madloop.results import no_ratio
+
+    assert "zero or negative" in no_ratio("kid") and no_ratio("w2") is None
+    assert no_ratio("model_trace") == "not a distance to p_r" and "floor is -0.011" in no_ratio("w2", floor=-0.011)
+
+    @madloop.metric("offset")  # a signed difference: about zero for real data
+    def offset(samples, reference):
+        return float(samples[:, 0].mean() - reference[:, 0].mean())
+
+    run = madloop.run(**{**tiny, "metrics": ("w2", "offset")}, out=tmp_path / "r")
+    head = run.headline().set_index("metric")
+    assert np.isnan(head.loc["offset", "mad_ratio"]) and np.isnan(head.loc["offset", "convergence_ratio"])
+    assert np.isfinite(head.loc["w2", "mad_ratio"])
+    assert "offset: its " in headline_text(run, None) and "not above zero, so no MAD or convergence ratio" in headline_text(run, None)

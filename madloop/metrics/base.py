@@ -50,6 +50,7 @@ class Metric:
     ``prepare``: ``prepare(data) -> dict``, called with the run's data source once before the run starts (and before
     its workers), so that what the metric needs is made once (a feature network, trained and cached) and a bad
     setting fails early; it returns what config.json records about it (``{"features": {"identity": ...}}``).
+    ``signed``: its estimate can be zero or negative (KID's unbiased MMD^2), so a ratio of its means says nothing.
     """
 
     name: str
@@ -59,6 +60,7 @@ class Metric:
     distance: bool = True
     images: bool = False
     prepare: Callable[[Any], dict[str, Any]] | None = None
+    signed: bool = False
 
     def __call__(self, ev: Evaluation) -> np.ndarray | dict[str, np.ndarray]:
         """One value per run of the evaluation (or named arrays of them, see ``batched``)."""
@@ -68,11 +70,11 @@ class Metric:
 
 
 def register(name: str, *, batched: bool = False, model: bool = False, distance: bool = True, images: bool = False,
-             prepare: Callable[[Any], dict[str, Any]] | None = None, replace: bool = False):
+             prepare: Callable[[Any], dict[str, Any]] | None = None, signed: bool = False, replace: bool = False):
     """Register ``fn`` as metric ``name`` (the options are ``Metric``'s); returns ``fn`` unchanged."""
 
     def add(fn: Callable) -> Callable:
-        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance, images, prepare))
+        METRICS.register(name, replace=replace)(Metric(name, fn, batched, model, distance, images, prepare, signed))
         return fn
 
     return add

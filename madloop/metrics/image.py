@@ -168,7 +168,7 @@ def fid_inception_metric(ev: Evaluation) -> np.ndarray:
     return frechet_distance(samples, reference)
 
 
-@register("kid", batched=True, images=True, prepare=feature_notes)
+@register("kid", batched=True, images=True, prepare=feature_notes, signed=True)  # unbiased: below zero near its floor
 def kid_metric(ev: Evaluation) -> np.ndarray:
     """KID (unbiased MMD^2, cubic kernel, full sets) in the feature network's space, per run."""
     e = embedded(ev)
