@@ -33,7 +33,7 @@ from madloop.metrics.image import frechet_distance, kernel_distance
 from madloop.metrics.knn import coverage, knn_radius2
 from madloop.plots import save
 from madloop.rng import Role, RunRNG
-from madloop.studies import Study, register
+from madloop.studies import STUDIES, Study, register
 from madloop.studies.common import by_groups, columns_first, keeper, write_table
 from madloop.studies.sims_images import SEED, paired, parts, setting
 
@@ -131,8 +131,10 @@ def budget_label(n: int) -> str:
 def plot(table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
     """Rows: FID, KID, precision, recall vs images seen; a column per data set: the base's mean and 95% CI over
     runs, the real-data floor beside it, the plateau +10% band and the smallest budget inside it."""
-    fig, axes = plt.subplots(len(METRICS), len(summary), figsize=(4.6 * len(summary), 2.7 * len(METRICS)),
+    fig, axes = plt.subplots(len(METRICS), len(summary), figsize=(5.2 * len(summary), 2.6 * len(METRICS)),
                              squeeze=False, sharex="col")
+    # where the image SIMS study's base stops (its cpu scale), for the reading
+    studied = {q["data"]: q["unet"].get("images") for q in parts(STUDIES["sims-images"].scales["cpu"])}
     for j, s in enumerate(summary.itertuples()):
         part = table[table.data == s.data]
         for i, (metric, label) in enumerate(METRICS.items()):
@@ -143,23 +145,26 @@ def plot(table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
             ax.axhline(floor["mean"], color="k", ls=":", lw=1, label="real-data floor (95% CI)")
             ax.axhspan(floor.ci_low, floor.ci_high, color="k", alpha=0.08)
             ax.axvline(s.within_images, color="C3", ls="--", lw=1, label="smallest budget within 10% of plateau")
+            if studied.get(s.data):
+                ax.axvline(studied[s.data], color="C2", ls="-.", lw=1, label="sims-images' base budget (cpu scale)")
             if metric == "fid":
                 ax.axhspan(s.plateau_fid, (1 + WITHIN) * s.plateau_fid, color="C3", alpha=0.15, label="plateau FID +10%")
                 ax.set_yscale("log")
-                ax.set_title(f"{s.data} {s.size}, U-Net {s.channels} ch x ({s.mults}), |D_r| = {s.n_real}; {s.runs} "
-                             f"runs x {s.draws} draws of {s.n_eval} vs {s.n_ref} references\nplateau FID "
-                             f"{s.plateau_fid:.3g} at {budget_label(s.plateau_images)}, within 10% from "
-                             f"{budget_label(s.within_images)}; floor {s.floor_fid:.3g}; features "
-                             f"{s.reference_accuracy:.1%} accurate", fontsize=7)
+                ax.set_title(f"{s.data} {s.size}, U-Net {s.channels} ch x ({s.mults}), |D_r| = {s.n_real}\n{s.runs} runs x "
+                             f"{s.draws} draws of {s.n_eval} images vs {s.n_ref} references (features "
+                             f"{s.reference_accuracy:.1%} accurate)\nplateau FID {s.plateau_fid:.3g} at "
+                             f"{budget_label(s.plateau_images)}, within 10% from {budget_label(s.within_images)}; "
+                             f"floor {s.floor_fid:.3g}", fontsize=8)
             ax.set_xscale("log", base=2)
             ax.set_xticks(base.images, [budget_label(n) for n in base.images], fontsize=7)
             ax.minorticks_off()
             if j == 0:
                 ax.set_ylabel(label + (" (log scale)" if metric == "fid" else ""))
         axes[-1, j].set_xlabel("training images seen per run")
-    axes[0, 0].legend(fontsize=6, loc="upper right")
-    fig.suptitle("EDM U-Net base vs training budget, in each data set's own feature network", fontsize=9)
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle("EDM U-Net base vs training budget, in each data set's own feature network", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save(fig, out, NAME)
 
 
@@ -168,7 +173,7 @@ def plot_grids(pictures: dict, out: Path) -> list[Path]:
     datas = list(dict.fromkeys(d for d, *_ in pictures))
     shown = {d: sorted((k for k in pictures if k[0] == d), key=lambda k: (k[1] != "floor", k[2])) for d in datas}
     columns = max(len(v) for v in shown.values())
-    fig, axes = plt.subplots(len(datas), columns, figsize=(1.7 * columns, 2.0 * len(datas)), squeeze=False)
+    fig, axes = plt.subplots(len(datas), columns, figsize=(1.7 * columns, 1.15 * len(datas) + 0.4), squeeze=False)
     for i, d in enumerate(datas):
         for j in range(columns):
             ax = axes[i, j]
