@@ -10,21 +10,20 @@
     madloop.fid(images_a, images_b, features="digits")  # FID in the digits classifier's feature space
 """
 
-__version__ = "0.1.0"
+import importlib
+import sys
+import types
+from pathlib import Path
 
-import importlib  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from madloop import algorithms, data, images, metrics, models, sims  # noqa: E402,F401  (registers the built-ins)
-from madloop.config import PRESETS, RunConfig, resolve  # noqa: E402
-from madloop.errors import MadloopError  # noqa: E402
-from madloop.loop import LOOPS, generations  # noqa: E402
-from madloop.registry import ALGOS, DATA, METRICS, MODELS  # noqa: E402
-from madloop.rng import RunRNG, Streams  # noqa: E402
-from madloop.samples import Samples  # noqa: E402
-from madloop.metrics.image import fid, kid, precision, recall  # noqa: E402  (for scripts: images in, a number out)
+from madloop import algorithms, data, images, metrics, models, sims  # noqa: F401  (registers the built-ins)
+from madloop.config import PRESETS, RunConfig, resolve
+from madloop.errors import MadloopError
+from madloop.files import __version__  # noqa: F401  (madloop.__version__)
+from madloop.loop import LOOPS, generations
+from madloop.registry import ALGOS, DATA, METRICS, MODELS
+from madloop.rng import RunRNG, Streams
+from madloop.samples import Samples
+from madloop.metrics.image import fid, kid, precision, recall  # for scripts: images in, a number out
 
 metric = metrics.register
 

@@ -233,7 +233,7 @@ def evaluate(samplers: Mapping[str, Mapping[str, Any]], *, draws: int = 5, out: 
     """Train each run's base once, make each sampler's auxiliary model once, and measure every sampler on
     ``draws`` paired draws (see the module's docstring). ``settings``: ``madloop.run``'s keywords. ``keep``: the
     first ``keep`` samples of run 0 in draw 0 are kept for each sampler (``Evaluation.samples``)."""
-    from madloop.runner import _check_jobs, build, check_device, chunks, feature_notes
+    from madloop.runner import _check_jobs, build, check_device, chunks, metric_notes
 
     _check_jobs(jobs, 0.0)
     p = plan(samplers, draws, settings, keep)
@@ -241,7 +241,7 @@ def evaluate(samplers: Mapping[str, Mapping[str, Any]], *, draws: int = 5, out: 
     check_device(parts)
     work = chunks(p.config.runs, jobs, group=getattr(parts.model, "run_group", None) or 1)
     path = Path(out) if out is not None else default_out(p.config)
-    with store.claimed(path, p.to_dict(), [(r.start, r.stop) for r in work], force=force, notes=feature_notes(parts)):
+    with store.claimed(path, p.to_dict(), [(r.start, r.stop) for r in work], force=force, notes=metric_notes(parts)):
         return _drive(p, path, jobs, "start")
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from madloop.errors import MadloopError
+from madloop.files import __version__, atomic_write
 from madloop.rng import Role, role_id
 from madloop.threads import one_thread
 
@@ -213,8 +214,6 @@ def digest(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def identity(key: str, data_digest: str, seed: int = SEED) -> str:
-    from madloop import __version__
-
     return f"lenet:{key}:{data_digest}:madloop-{__version__}:seed{seed}"
 
 
@@ -265,8 +264,6 @@ def load(path: Path, ident: str, shape: tuple[int, ...], classes: int) -> Featur
 
 def save(net: FeatureNet, path: Path) -> None:
     """Write the network atomically; a cache folder that cannot be written is not an error."""
-    from madloop.store import atomic_write
-
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would add '.npz' to a path
             np.savez(f, identity=np.array(net.identity), accuracy=np.array(net.accuracy), **net.params)

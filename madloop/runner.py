@@ -279,27 +279,19 @@ def execute(cfg: RunConfig, *, out: str | Path | None = None, jobs: int = 1, for
     work = chunks(cfg.runs, workers, split=not gpus, most=chunk_limit(cfg, parts, min(workers, -(-cfg.runs // RUNS_PER_BLOCK))),
                   group=getattr(parts.model, "run_group", None) or 1)
     path = Path(out) if out is not None else default_out(cfg)
-    with store.claimed(path, cfg.to_dict(), [(r.start, r.stop) for r in work], force=force, notes=feature_notes(parts)):
+    with store.claimed(path, cfg.to_dict(), [(r.start, r.stop) for r in work], force=force, notes=metric_notes(parts)):
         return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "start")
 
 
-def feature_notes(parts: Parts) -> dict[str, Any]:
-    """For metrics in an image set's feature space: which network they use and how well it classifies (SPEC 5:
-    FIDs of different networks are not comparable). Trained here, once, so the workers find it cached; the
-    Inception weights file of ``fid_inception`` is read here, so a missing or wrong file fails before the run starts."""
-    if len(getattr(parts.points, "shape", ())) != 3:
-        return {}
+def metric_notes(parts: Parts) -> dict[str, Any]:
+    """What the run's metrics record in config.json beside the config, from each metric's ``prepare`` hook
+    (madloop.metrics.base), run here once before the workers start: the image metrics' feature network (trained
+    here, so the workers find it cached; SPEC 5: FIDs of different networks are not comparable) and the Inception
+    weights file of ``fid_inception`` (read here, so a missing or wrong file fails before the run starts)."""
     notes = {}
-    if {"fid", "kid", "classes", "precision", "recall"} & set(parts.metrics):
-        from madloop.features import network
-
-        net = network(parts.points)
-        notes["features"] = {"identity": net.identity, "accuracy": round(float(net.accuracy), 4), "dim": net.dim}
-    if "fid_inception" in parts.metrics:
-        from madloop.metrics.image import inception_net
-
-        net = inception_net(parts.points)
-        notes["inception"] = {"identity": net.identity, "sha256": net.sha256, "file": net.path, "dim": net.dim}
+    for metric in parts.metrics.values():
+        if metric.prepare is not None:
+            notes.update(metric.prepare(parts.points))
     return notes
 
 
@@ -321,7 +313,7 @@ def resume(path: str | Path, *, jobs: int = 1, on_progress: Callable[[int, int],
         parts = build(cfg)
         check_device(parts)
         recorded = store.read_meta(path).get("inception")
-        if recorded and feature_notes(parts)["inception"]["sha256"] != recorded["sha256"]:
+        if recorded and metric_notes(parts)["inception"]["sha256"] != recorded["sha256"]:
             raise MadloopError(f"the Inception weights file {recorded['file']} has changed since {path} started (its "
                                f"FIDs were measured with {recorded['identity']}); put that file back to resume")
         return _drive(cfg, parts, path, jobs, on_progress, checkpoint_s, "resume")

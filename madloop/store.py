@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +39,7 @@ import pandas as pd
 
 from madloop import snapshot
 from madloop.errors import MadloopError
+from madloop.files import __version__, atomic_write  # noqa: F401  (store.atomic_write, as before)
 
 FORMAT = 1
 CONFIG, SUMMARY, LOG, PARTS, LOCK, MARKER = "config.json", "summary.csv", "log.txt", "parts", ".lock", ".madloop"
@@ -61,23 +61,6 @@ _SUMS = {k: "float64" for k in ("n", "s1", "s2", "np", "sa", "sb", "saa", "sbb",
 MOMENTS = Kind("moments.parquet", "moments", {"chunk": "int64", "gen": "int64", "metric": "object", **_SUMS})
 CONVERGENCE = Kind("convergence.parquet", "conv", {"chunk": "int64", "metric": "object", **_SUMS})
 KINDS = (ROWS, MOMENTS, CONVERGENCE)
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: the process's umask, for the files atomic_write makes
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are read by others as any file is
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 GRIDS = "grids"  # madloop.grids.FOLDER: the sample grids of image loops
@@ -133,8 +116,6 @@ def claimed(path: Path, config: dict[str, Any], chunks: list[tuple[int, int]], *
     removing only madloop's own files; a folder that is not a run keeps every file in it. ``notes`` go into
     config.json beside the config (the feature network that image metrics use, say).
     """
-    from madloop import __version__
-
     path = Path(path)
     try:
         check_target(path, force)
@@ -203,8 +184,6 @@ def switch_config(path: Path, config: dict[str, Any]) -> None:
 def write_marker(path: Path, digests: list[str]) -> None:
     """The marker, with the digests of the configs the tables may have been made from: one, or two while
     ``madloop resume --gens`` switches a run to more generations (a crash between its writes leaves either)."""
-    from madloop import __version__
-
     marker = {"madloop": __version__, "format": FORMAT, "config_sha256": digests}
     atomic_write(Path(path) / MARKER, lambda tmp: tmp.write_text(json.dumps(marker) + "\n"))
 
