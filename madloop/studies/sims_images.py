@@ -58,8 +58,8 @@ TARGET = (0.7, 0.3)  # E6: the target share of classes 0-4 and 5-9; S is curated
 COLORS = {"sims": "C3", "decoder": "C1", "real": "C0", "autoguidance": "C2", "auto-half": "C5", "continued": "C7",
           "cfg": "C9", "shift": "C4"}
 # The bases' training budgets (images seen per run), from images-convergence's cpu run: digits reach FID 0.157 at
-# 131072 images, within 10% of the ladder's best (0.154 at 524288; floor 0.083); 32768 is 14% above. MNIST: not yet
-# measured when this was set (its ladder was still running): the same budget, to be checked.
+# 131072 images, within 10% of the ladder's best (0.154 at 524288; floor 0.083); 32768 is 14% above. MNIST has not
+# flattened by 262144 images (0.213; 131072: 0.279, 31% above): its plateau needs a longer ladder first.
 BASE_IMAGES = {"digits": 131072, "mnist": 131072}
 GUIDED = ("sims", "decoder", "real", "autoguidance", "auto-half")  # kinds with an auxiliary model at every (B, omega)
 
