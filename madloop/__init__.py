@@ -29,7 +29,7 @@ metric = metrics.register
 
 # Imported on first use, so that `import madloop` (and `madloop --help`) loads no pandas, joblib or matplotlib.
 LAZY = {"Result": "madloop.results", "Evaluation": "madloop.evaluate", "evaluate": "madloop.evaluate",
-        "execute": "madloop.runner", "run": "madloop.runner", "sweep": "madloop.sweep", "plot": "madloop.plots"}
+        "execute": "madloop.runner", "run": "madloop.runner", "sweep": "madloop.sweeps", "plot": "madloop.plots"}
 
 
 def __getattr__(name: str):
@@ -42,8 +42,7 @@ def __getattr__(name: str):
 
 class _Package(types.ModuleType):
     def __setattr__(self, name: str, value) -> None:
-        # Importing the submodules madloop.sweep and madloop.evaluate sets their names to them; the names
-        # belong to the functions.
+        # Importing the submodule madloop.evaluate sets its name to it; the name belongs to the function.
         if not (name in LAZY and isinstance(value, types.ModuleType)):
             super().__setattr__(name, value)
 
@@ -54,7 +53,7 @@ sys.modules[__name__].__class__ = _Package
 def load(path: str | Path):
     """Reopen a run directory (a Result, finished or not), an evaluation's (an Evaluation) or a sweep folder
     (a SweepResult)."""
-    from madloop.sweep import open_any
+    from madloop.sweeps import open_any
 
     return open_any(path)
 
@@ -77,7 +76,7 @@ def resume(path: str | Path, *, jobs: int = 1, checkpoint_s: float = 30.0, on_pr
     on to that many generations, with the table of a run of ``gens`` generations from the start."""
     from madloop import store
     from madloop.runner import resume as resume_run
-    from madloop.sweep import SWEEP, resume_sweep
+    from madloop.sweeps import SWEEP, resume_sweep
 
     from madloop.evaluate import is_evaluation, resume as resume_evaluation
 

@@ -399,7 +399,7 @@ def resume(
     from madloop import store
     from madloop.evaluate import Evaluation
     from madloop.results import Result
-    from madloop.sweep import SWEEP, SweepResult
+    from madloop.sweeps import SWEEP, SweepResult
 
     start = time.perf_counter()
     if not (store.is_run_dir(run_dir) or (run_dir / SWEEP).is_file()):
@@ -515,8 +515,8 @@ def sweep(
     checkpoint_s: float = CHECKPOINT_S,
 ):
     """Run a grid: any run flag with comma-separated values is an axis (--omega 0,1,2 --n-synth 125,250)."""
-    from madloop.sweep import grid
-    from madloop.sweep import sweep as run_sweep
+    from madloop.sweeps import grid
+    from madloop.sweeps import sweep as run_sweep
 
     settings = parse_extra(ctx.args)
     axes = {k: list(v) for k, v in settings.items() if isinstance(v, tuple) and not takes_tuple(k)}

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from madloop import store
 from madloop.errors import MadloopError
 from madloop.results import Result, no_ratio
-from madloop.sweep import open_any
+from madloop.sweeps import open_any
 
 METRIC_LABELS = {
     "w2": "W2 to the reference (exact OT)", "sliced_w2": "sliced W2", "gauss_w2": "Gaussian-fit W2",

@@ -130,7 +130,7 @@ def test_loky_and_a_local_dask_cluster_give_identical_sweeps(tmp_path):
 
 
 def test_an_interrupted_sweep_resumes(tmp_path, tiny):
-    from madloop.sweep import resume_sweep
+    from madloop.sweeps import resume_sweep
 
     whole = madloop.sweep({"lam": [1.0, 0.5, 0.8]}, out=tmp_path / "s", **tiny)
     # A crash after the first point: the second point half-written, the third never started.

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import madloop
-from madloop.sweep import grid, resume_sweep
+from madloop.sweeps import grid, resume_sweep
 
 
 def test_grid_order_and_bad_axes():
@@ -63,3 +63,9 @@ def test_a_bad_point_fails_before_anything_runs(tmp_path, tiny):
     with pytest.raises(madloop.MadloopError, match="point_jobs must be a positive integer, got 0"):
         madloop.sweep({"lam": [1.0]}, out=tmp_path / "s", point_jobs=0, **tiny)
     assert not (tmp_path / "s").exists()
+
+
+def test_madloop_sweep_is_the_function_and_its_module_has_another_name():
+    import madloop.sweeps  # importing the module leaves the package's name to the function
+
+    assert madloop.sweep is madloop.sweeps.sweep and callable(madloop.sweep)

@@ -36,7 +36,7 @@ from madloop.config import resolve
 from madloop.errors import MadloopError
 from madloop.plots import LOOP_LABELS  # noqa: F401  (the studies' loop names, re-exported)
 from madloop import snapshot, store
-from madloop.sweep import SweepResult, points_of, run_points
+from madloop.sweeps import SweepResult, points_of, run_points
 
 _inside: list[tuple[Path, list[Path]]] = []  # (work, the sweep folders kept in it) of the ``inside`` blocks
 T = TypeVar("T")
