@@ -278,6 +278,9 @@ def test_runs_in_a_work_folder_are_shared_by_config_and_a_changed_record_is_refu
     meta = json.loads(config.read_text())
     meta["config"]["lam"] = 0.7
     config.write_text(json.dumps(meta))
+    with inside(tmp_path), pytest.raises(MadloopError, match="was edited after the run was made.*remove"):
+        sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)  # the marker's digest of the config no longer matches
+    (kept[1] / ".madloop").write_text('{"madloop": "0.1.0", "format": 1}')  # a run from before markers held a digest
     with inside(tmp_path), pytest.raises(MadloopError, match="records other settings.*remove"):
         sweep({"lam": [1.0, 0.5]}, 1, gens=2, runs=2)
     config.write_text('{"format": 1, "config": {')  # truncated
