@@ -152,16 +152,7 @@ def evaluate_chunk(p: Plan, path: Path, runs: range, threads: int, torch_threads
         spec, streams, t = parts.model, Streams(cfg.seed, runs, cfg.runs), cfg.gens
 
         def kept(name: str, compute):
-            file = path / store.PARTS / f"stage-r{runs.start:08d}-{name}.npz"
-            if file.is_file():
-                try:
-                    return snapshot.loads(file.read_bytes())
-                except snapshot.SnapshotError as err:
-                    raise MadloopError(f"{file}: {err}; remove it to compute that stage again") from None
-            value = compute()
-            data = snapshot.dumps(value)
-            store.atomic_write(file, lambda tmp: tmp.write_bytes(data))
-            return value
+            return store.kept(path / store.PARTS / f"stage-r{runs.start:08d}-{name}.npz", compute)
 
         real, data, base = kept("base", lambda: trained_base(cfg, parts, streams))
         train = streams.at(t, Role.TRAIN)

@@ -33,7 +33,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -317,6 +317,22 @@ def part_gens(path: Path, kind: Kind, chunk: int) -> set[int]:
 
 def checkpoint_file(path: Path, chunk: int) -> Path:
     return Path(path) / PARTS / f"state-r{chunk:08d}.npz"
+
+
+def kept(file: Path, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s value, kept in ``file`` as a snapshot: read back when the file exists, else computed and
+    written whole or not at all (two processes computing it at once write the same value). A file that cannot be
+    read back is refused with its path, never computed again over it."""
+    file = Path(file)
+    if file.is_file():
+        try:
+            return snapshot.loads(file.read_bytes())
+        except snapshot.SnapshotError as err:
+            raise MadloopError(f"{file}: {err}; remove it to compute that stage again") from None
+    value = compute()
+    data = snapshot.dumps(value)
+    atomic_write(file, lambda tmp: tmp.write_bytes(data))
+    return value
 
 
 def write_checkpoint(path: Path, chunk: int, checkpoint: Any) -> None:

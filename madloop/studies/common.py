@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -35,7 +34,7 @@ import madloop
 from madloop.config import resolve
 from madloop.errors import MadloopError
 from madloop.plots import LOOP_LABELS  # noqa: F401  (the studies' loop names, re-exported)
-from madloop import snapshot, store
+from madloop import store
 from madloop.sweeps import SweepResult, points_of, run_points
 
 _inside: list[tuple[Path, list[Path]]] = []  # (work, the sweep folders kept in it) of the ``inside`` blocks
@@ -97,24 +96,11 @@ def stage(work: Path | None, key: Mapping[str, Any], compute: Callable[[], T]) -
     if work is None:
         return compute()
     path = Path(work) / f"stage-{hashlib.sha256(_json(key).encode()).hexdigest()[:16]}.npz"
-    if path.exists():
-        try:
-            return snapshot.loads(path.read_bytes())
-        except snapshot.SnapshotError as err:
-            raise MadloopError(f"{path}: {err}; remove it to compute that stage again") from None
-    value = compute()
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as f:
-            f.write(snapshot.dumps(value))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
+        return store.kept(path, compute)
     except OSError as err:
-        partial.unlink(missing_ok=True)
         raise MadloopError(f"cannot keep a stage in {work}: {err.strerror or err}") from None
-    return value
 
 
 def keeper(work: Path | None, **key) -> Callable[[str, Callable[[], T]], T]:
